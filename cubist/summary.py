@@ -1,0 +1,43 @@
+"""Plain-text summaries of store rows, and sweep fingerprints for configs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+
+import numpy as np
+
+
+def config_fingerprint(config) -> str:
+  """A stable hash of a config: a workdir belongs to one config."""
+  return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def table(rows: list[dict], group_by: tuple[str, ...]) -> str:
+  """One line per group: runs, diverged, accuracy mean/median/max, NNZ counts."""
+  groups = defaultdict(list)
+  for row in rows:
+    groups[tuple(row[k] for k in group_by)].append(row)
+  header = list(group_by) + ["runs", "diverged", "acc_mean", "acc_median", "acc_max",
+                             "weight_nnz", "model_nnz"]
+  lines = [header]
+  for key in sorted(groups, key=lambda k: tuple((v is None, v) for v in k)):
+    members = groups[key]
+    accuracy = np.array([r["accuracy"] for r in members if r["accuracy"] is not None], float)
+    weight = sorted({r["weight_nnz"] for r in members})
+    model = sorted({r["model_nnz"] for r in members})
+    lines.append([*(str(v) for v in key), str(len(members)),
+                  str(sum(r["status"] == "diverged" for r in members)),
+                  *(f"{100 * f(accuracy):.2f}%" if accuracy.size else "-"
+                    for f in (np.mean, np.median, np.max)),
+                  _span(weight), _span(model)])
+  widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+  return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines)
+
+
+def _span(values) -> str:
+  values = [v for v in values if v is not None]
+  if not values:
+    return "-"
+  return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
