@@ -25,6 +25,7 @@ Public API::
     segment_counts() -> (arm A counts, arm B counts), 16 ints each
     grid_axis(resolution=512, half_width=2.25) -> float32 (resolution,)
     visualisation_grid(resolution=512, half_width=2.25) -> float32 (resolution**2, 2)
+    uniform_permutation(key, n) -> int32 (n,)
     epoch_key(run_key, epoch) -> key
     epoch_batches(key, num_points=NUM_POINTS, batch_size=BATCH_SIZE) -> int32 (num_batches, batch_size)
     batch_order(run_key, epochs, num_points=NUM_POINTS, batch_size=BATCH_SIZE)
@@ -52,6 +53,7 @@ __all__ = [
     "grid_axis",
     "segment_counts",
     "standardisation_constants",
+    "uniform_permutation",
     "visualisation_grid",
 ]
 
@@ -212,10 +214,11 @@ def _torch_multi_row_sum_f32(rows: np.ndarray) -> np.ndarray:
 
 
 def _torch_sum_f32(values: np.ndarray) -> np.float32:
-    """``x.sum(dim=0)`` for one column of a contiguous (N, C) float32 tensor, C < 16.
+    """``x.sum(dim=0)`` for one column of a contiguous (N, C) float32 tensor, C < 4.
 
-    torch (CPU, >= 1.10) reduces a strided float32 column with ``row_sum``: it
-    views the column as (N // 4, 4), cascade-sums the four interleaved lanes
+    torch (CPU, >= 1.10) reduces each strided float32 column of such a tensor
+    (here C = 2; with C >= 4 it would sum 4 columns at a time without the
+    4-lane split) with ``row_sum``: it views the column as (N // 4, 4), cascade-sums the four interleaved lanes
     (``_torch_multi_row_sum_f32``), adds the N % 4 leftover elements to lane 0
     and folds lanes 1..3 into lane 0, all in float32 (the accumulator type of
     float32 sums on CPU is float32). Neither numpy's float32 sum (off by ~200
@@ -247,7 +250,7 @@ def _torch_std_f32(values: np.ndarray) -> np.float32:
     A reduction over one dimension with several outputs runs torch's Welford
     kernel with a float64 accumulator, serially per output; the square root is
     taken in float64 and the result cast to float32. Python floats are IEEE
-    doubles, so this loop is that kernel (about 25 ms for 50k values). Because
+    doubles, so this loop is that kernel (~10 ms for 50k values). Because
     the accumulation is float64, the float32 result does not depend on whether
     the compiler fused the ``m2 + delta * delta'`` update (checked against torch).
     """
@@ -324,7 +327,7 @@ def cubist_spiral(*, linspace_fma: bool = True) -> tuple[np.ndarray, np.ndarray]
       labels: float32 (49982,), read-only: 0.0 for arm A, 1.0 for arm B. (The
         reference stores them as (N, 1); add the axis where needed.)
 
-    The arrays are computed once (about 0.1 s) and cached; copy before mutating.
+    The arrays are computed once (~40 ms) and cached; copy before mutating.
     """
     x, labels, _, _ = _generate(bool(linspace_fma))
     return x, labels
@@ -387,8 +390,10 @@ def visualisation_grid(resolution: int = 512, half_width: float = 2.25) -> np.nd
 _PERMUTATION_KEY_BITS = 64
 
 
-def _uniform_permutation(key: jax.Array, n: int) -> jax.Array:
+def uniform_permutation(key: jax.Array, n: int) -> jax.Array:
     """A uniformly random permutation of 0..n-1, int32 (n,), pure JAX.
+
+    ``n`` is a static Python int; ``key`` any JAX key (jit/vmap over keys freely).
 
     Method: a few rounds of "stable sort by fresh random bits", i.e. an LSD radix
     sort of every element by one long random key, but each round is a
@@ -405,19 +410,24 @@ def _uniform_permutation(key: jax.Array, n: int) -> jax.Array:
     tie probability <= 6.8e-11, the same bound as ``jax.random.permutation``,
     which sorts twice by 32-bit keys).
 
-    Why not the obvious calls (measured on the 2-core CPU, jit(vmap) over 256
-    keys, n = 49,982, warm; per key):
-      * ``jax.random.permutation(key, n)``:            ~19 ms (2 key-value sorts)
-      * ``jnp.argsort(jax.random.bits(key, (n,)))``:    ~9.8 ms (1 key-value sort),
-        and not uniform: 32-bit keys tie with probability ~0.25 at this n
-        (n**2/2**33), and a stable argsort then fixes the pair's order;
-      * ``lax.sort`` on 64-bit keys as two uint32 operands: ~11 ms;
-      * Fisher-Yates in ``lax.fori_loop``: ~880 ms;
-      * this (4 single-operand sorts + 3 gathers):      ~7.3 ms.
+    Why this and not the obvious calls: measured on the project's 2-core CPU
+    (jax 0.10.2, XLA CPU), jit(vmap(...)) over 256 keys, n = 49,982, warm, CPU
+    time per key (wall time matches it when the machine is otherwise idle):
+      * ``jax.random.permutation(key, n)``:           18.9 ms (2 key-value sorts);
+      * ``jnp.argsort(jax.random.bits(key, (n,)))``:   9.7 ms (1 key-value sort),
+        and *not* uniform: 32-bit keys collide with probability ~0.25 at this n
+        (expected n**2 / 2**33 = 0.29 colliding pairs), and the stable argsort
+        then fixes the pair's relative order;
+      * ``lax.sort`` by 64-bit keys given as two uint32 operands: ~11 ms;
+      * Fisher-Yates in a ``lax.fori_loop``: ~880 ms (XLA CPU loop overhead);
+      * this, 4 packed single-operand sorts + 3 gathers: 7.65 ms, of which
+        1.3 ms is drawing the 2 x n random words (3 rounds, 48 random bits and
+        a tie bound of 4.4e-6, would take 6.2 ms).
     XLA's CPU sort of a single integer operand is ~5x faster than a sort that
-    carries a payload or compares two keys, which is what makes 4 packed rounds
-    beat 1 key-value sort. On GPU single-operand integer sorts are radix sorts,
-    also the fast path.
+    carries a payload or compares two keys, which is why four packed rounds
+    beat one key-value sort. (On GPU, XLA can hand single-operand integer
+    sorts to a CUB radix sort, so the method should suit accelerators too;
+    not measured here.)
     """
     if n <= 1:
         return jnp.zeros((n,), jnp.int32)
@@ -455,12 +465,12 @@ def epoch_batches(
 
     Pure and deterministic in ``key`` (any JAX key: typed or raw uint32); jit,
     vmap and scan it freely. vmapped over keys it gives exactly the per-key
-    results. Cost: ~7 ms per key on one CPU core (see ``_uniform_permutation``).
+    results. Cost: ~7.7 ms per key on one CPU core (see :func:`uniform_permutation`).
     """
     num_batches = num_points // batch_size
     if num_batches < 1:
         raise ValueError(f"batch_size {batch_size} exceeds num_points {num_points}")
-    perm = _uniform_permutation(key, num_points)
+    perm = uniform_permutation(key, num_points)
     return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
 
 

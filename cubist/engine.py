@@ -60,11 +60,12 @@ class BucketKey:
   epochs: int
   batch_size: int
   shared_order: bool
+  data_order: str
 
 
 def bucket_key(spec: ExperimentSpec) -> BucketKey:
   return BucketKey(mask_ops.occupied_width(spec.masks()), spec.epochs, spec.batch_size,
-                   spec.shared_order)
+                   spec.shared_order, spec.data_order)
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,7 +132,7 @@ def result_rows(chunk: list[ExperimentSpec], result: train.TrainResult,
         exp_id=spec.exp_id(), family=spec.family, method=spec.method, width=spec.width,
         d1=d1, d2=d2, d3=d3, seed=spec.seed, lr=spec.lr, schedule=spec.schedule,
         epochs=spec.epochs, batch_size=spec.batch_size, init=spec_ops.init_label(spec.init),
-        shared_order=spec.shared_order, target_nnz=spec.target_nnz,
+        shared_order=spec.shared_order, data_order=spec.data_order, target_nnz=spec.target_nnz,
         mask_config=spec.mask_config, extra=spec.extra,
         status="ok" if finite[i] else "diverged",
         accuracy=float(accuracy[i]), loss=float(loss[i]) if finite[i] else None,
@@ -206,10 +207,10 @@ def run(specs: list[ExperimentSpec], workdir, sweep_name: str = "sweep",
   for spec in todo:
     buckets[bucket_key(spec)].append(spec)
   progress = Progress(len(todo), progress_stream)
-  for key in sorted(buckets, key=lambda k: (k.width, k.epochs, k.batch_size, k.shared_order)):
+  for key in sorted(buckets, key=dataclasses.astuple):
     bucket = buckets[key]
     static = train.TrainStatic(width=key.width, epochs=key.epochs, batch_size=key.batch_size,
-                               shared_order=key.shared_order,
+                               shared_order=key.shared_order, order=key.data_order,
                                formulation=plan.formulation(key.width))
     size = plan.chunk_size(key.width, len(devices))
     size = min(size, -(-len(bucket) // len(devices)) * len(devices))

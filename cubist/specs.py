@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from cubist import masks as mask_ops
-from cubist import mlp, schedules
+from cubist import mlp, order, schedules
 from cubist.mlp import Layer, Params
 
 RANDOM_INIT = "random"
@@ -43,6 +43,7 @@ class ExperimentSpec:
   init: "random" (PyTorch default at `width` from the seed) or the path of an
     npz initialisation such as ../shared/data/bench95_init.npz (sliced to `width`).
   shared_order: use the chunk-independent shared data order (see TrainStatic).
+  data_order: how epoch permutations are drawn, "feistel" or "sort" (cubist.order).
   family, method, mask_config, target_nnz, extra: labels stored with the row.
   """
   seed: int
@@ -55,6 +56,7 @@ class ExperimentSpec:
   batch_size: int = 128
   init: str = RANDOM_INIT
   shared_order: bool = False
+  data_order: str = "feistel"
   family: str = "train"
   method: str = "masked"
   mask_config: str | None = None
@@ -96,6 +98,8 @@ def validate(spec: ExperimentSpec) -> None:
   if not spec.lr > 0:
     raise ValueError(f"lr={spec.lr} must be > 0")
   schedules.schedule_id(spec.schedule)
+  if spec.data_order not in order.ORDER_METHODS:
+    raise ValueError(f"data_order={spec.data_order!r} is unknown; known: {order.ORDER_METHODS}")
   if spec.epochs < 1:
     raise ValueError(f"epochs={spec.epochs} must be >= 1")
   if spec.batch_size < 1:

@@ -51,6 +51,7 @@ _SCHEMA = (
     ("batch_size", "INTEGER", True),
     ("init", "TEXT", True),
     ("shared_order", "INTEGER", True),
+    ("data_order", "TEXT", True),
     ("target_nnz", "INTEGER", False),
     ("mask_config", "TEXT", False),
     ("extra", "TEXT", False),

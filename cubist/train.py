@@ -8,7 +8,8 @@ holds what decides the compiled program (padded width, epochs, batch size...).
 
 Reference semantics kept (METHODS §C):
 - BCE-with-logits, mean over the batch of 128; 390 batches per epoch, drop last,
-  a fresh permutation per epoch drawn from the experiment's own key.
+  a fresh permutation per epoch drawn from the experiment's own key
+  (cubist.order: a keyed Feistel bijection by default, exact sort as option).
 - PyTorch SGD: g <- grad + wd * theta (weight decay *before* momentum), then
   buf <- g on the first step and buf <- mu buf + g afterwards (optax.trace with
   a zero initial trace gives exactly that), theta <- theta - lr_e buf.
@@ -39,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cubist import data, mlp, schedules
+from cubist import data, mlp, order, schedules
 from cubist.mlp import Layer, Params
 
 FORMULATIONS = ("dot", "unit")
@@ -58,6 +59,9 @@ class TrainStatic:
   shared_order: all experiments use one data order per epoch (drawn from
     `order_seed`, not from the chunk, so results still do not depend on which
     experiments share a chunk). Cheaper; runs are then correlated, not biased.
+  order: how each epoch's permutation is drawn, "feistel" (a keyed bijection
+    computed per step; default) or "sort" (exactly uniform, slower): see
+    cubist.order.
   formulation: "dot" or "unit" (see module docstring).
   weight_decay, momentum: PyTorch SGD settings (5e-4, 0.9).
   record_step_losses: also return the loss of every step (for parity tests).
@@ -69,6 +73,7 @@ class TrainStatic:
   num_points: int = data.NUM_POINTS
   shared_order: bool = False
   order_seed: int = 0
+  order: str = "feistel"
   formulation: str = "dot"
   weight_decay: float = 5e-4
   momentum: float = 0.9
@@ -87,6 +92,10 @@ class TrainStatic:
       raise ValueError(f"epochs={self.epochs} must be >= 1")
     if not 1 <= self.batch_size <= self.num_points:
       raise ValueError(f"batch_size={self.batch_size} must be in 1..{self.num_points}")
+    if self.order not in order.ORDER_METHODS:
+      raise ValueError(f"order={self.order!r} is unknown; known: {order.ORDER_METHODS}")
+    if self.order == "feistel":
+      order.feistel_domain(self.num_points)
     if self.formulation not in FORMULATIONS:
       raise ValueError(f"formulation={self.formulation!r} is unknown; known: {FORMULATIONS}")
 
@@ -212,13 +221,22 @@ def _evaluate(params: Params, x: jax.Array, y: jax.Array, static: TrainStatic):
   return correct / x.shape[0], loss_sum / x.shape[0]
 
 
-def _epoch_orders(keys: jax.Array, epoch: jax.Array, static: TrainStatic) -> jax.Array:
-  """Batch indices of one epoch: (E, batches, B), or (batches, B) if shared."""
-  make = functools.partial(data.epoch_batches, num_points=static.num_points,
-                           batch_size=static.batch_size)
+def _epoch_states(keys: jax.Array, epoch: jax.Array, static: TrainStatic):
+  """Order state of one epoch per experiment (leading E), or one shared state."""
+  make = functools.partial(order.epoch_state, num_points=static.num_points,
+                           batch_size=static.batch_size, method=static.order)
   if static.shared_order:
     return make(data.epoch_key(jax.random.PRNGKey(static.order_seed), epoch))
   return jax.vmap(lambda key: make(data.epoch_key(key, epoch)))(keys)
+
+
+def _step_indices(states, step: jax.Array, experiments: int, static: TrainStatic) -> jax.Array:
+  """Data indices (E, B) of one optimiser step for every experiment."""
+  indices = functools.partial(order.step_indices, step=step, num_points=static.num_points,
+                              batch_size=static.batch_size, method=static.order)
+  if static.shared_order:
+    return jnp.broadcast_to(indices(states), (experiments, static.batch_size))
+  return jax.vmap(indices)(states)
 
 
 def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic) -> TrainResult:
@@ -234,8 +252,11 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic) -> TrainResult:
       lambda p, batch_x, batch_y: (lambda l: (jnp.sum(l), l))(
           _losses(p, batch_x, batch_y, formulation)), has_aux=True)
 
-  def step(carry, indices):
-    params, opt_state, lr = carry
+  experiments = inputs.lr.shape[0]
+
+  def step(carry, step_index):
+    params, opt_state, lr, states = carry
+    indices = _step_indices(states, step_index, experiments, static)
     if formulation == "unit":
       indices = indices.T  # (E, B) -> (B, E)
     batch_x, batch_y = _gather(x, y, indices, formulation)
@@ -244,19 +265,14 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic) -> TrainResult:
     params = jax.tree.map(
         lambda p, u, m: (p - _per_experiment(lr, u, formulation) * u) * m,
         params, updates, masks)
-    return (params, opt_state, lr), losses
+    return (params, opt_state, lr, states), losses
 
   def epoch(carry, epoch_inputs):
     params, opt_state = carry
     epoch_index, lr = epoch_inputs
-    orders = _epoch_orders(inputs.key, epoch_index, static)
-    if static.shared_order:
-      experiments = inputs.lr.shape[0]
-      orders = jnp.broadcast_to(orders[:, None, :],
-                                (orders.shape[0], experiments, orders.shape[1]))
-    else:
-      orders = jnp.swapaxes(orders, 0, 1)  # (batches, E, B)
-    (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, lr), orders)
+    states = _epoch_states(inputs.key, epoch_index, static)
+    (params, opt_state, _, _), losses = jax.lax.scan(
+        step, (params, opt_state, lr, states), jnp.arange(static.batches_per_epoch))
     return (params, opt_state), losses  # losses (batches, E)
 
   (params, _), losses = jax.lax.scan(
