@@ -22,7 +22,7 @@ def make_row(exp_id, **overrides):
     row = dict(
         exp_id=exp_id, family="search", method="dense", width=np.int64(8), d1=3, d2=4, d3=5,
         seed=np.int32(7), lr=np.float32(0.5), schedule="cosine", epochs=10, batch_size=64,
-        init="kaiming", shared_order=True, target_nnz=None, mask_config="n1:0,n2:1,n3:2",
+        init="kaiming", shared_order=True, data_order="feistel", target_nnz=None, mask_config="n1:0,n2:1,n3:2",
         extra={"beta": 0.1}, status="ok", accuracy=0.97, loss=np.float64(0.08),
         weight_nnz=40, model_nnz=52, effective_weight_nnz=38, dead_units=None,
         mask=np.packbits(np.array([1, 0, 1, 1, 0, 0, 0, 1, 1], bool)).tobytes(),
