@@ -169,6 +169,17 @@ class Progress:
       self.stream.write("\n")
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_train(static: train.TrainStatic, mesh):
+  """One jitted trainer per (static, mesh), reused across `run` calls.
+
+  jit caches compiled programs per function object, so keeping the object
+  alive means a search that calls `run` once per nnz level compiles each
+  (bucket, chunk size) once for the whole search.
+  """
+  return train.make_train(static, mesh)
+
+
 def select_shard(specs, shard_index: int, num_shards: int):
   """The specs of one shard: a stable split by exp_id, independent of order."""
   if not 0 <= shard_index < num_shards:
@@ -212,12 +223,17 @@ def run(specs: list[ExperimentSpec], workdir, sweep_name: str = "sweep",
     static = train.TrainStatic(width=key.width, epochs=key.epochs, batch_size=key.batch_size,
                                shared_order=key.shared_order, order=key.data_order,
                                formulation=plan.formulation(key.width))
-    size = plan.chunk_size(key.width, len(devices))
-    size = min(size, -(-len(bucket) // len(devices)) * len(devices))
+    # Small buckets get the next power of two (at least the device count), so
+    # the number of distinct chunk shapes, hence compilations, stays small.
+    size = min(plan.chunk_size(key.width, len(devices)),
+               max(len(devices), 1 << (len(bucket) - 1).bit_length()))
+    size = -(-size // len(devices)) * len(devices)
     if max_traces is not None:
       import chex
       chex.clear_trace_counter()
-    train_fn = train.make_train(static, mesh, max_traces=max_traces)
+      train_fn = train.make_train(static, mesh, max_traces=max_traces)
+    else:
+      train_fn = _cached_train(static, mesh)
     for start in range(0, len(bucket), size):
       chunk = bucket[start:start + size]
       padded = chunk + [chunk[-1]] * (size - len(chunk))

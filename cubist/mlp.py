@@ -138,7 +138,7 @@ def load_init(path: str | os.PathLike, width: int | None = None) -> Params:
           f"{layer.bias.shape}, expected {weight_shape} and {bias_shape} for width {full_width}")
   if width is None:
     return params
-  if not 1 <= width <= full_width:
+  if isinstance(width, bool) or int(width) != width or not 1 <= width <= full_width:
     raise ValueError(f"width={width} is outside 1..{full_width} of init file {path!r}")
   return slice_params(params, width)
 
