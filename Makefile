@@ -14,8 +14,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
+# The main job: a quick combinatorial search (widths 1..3, 10 epochs) that prints
+# the sparsest model it finds. DEMO_DIR keeps its store, so a rerun resumes.
+DEMO_DIR ?= /tmp/cubist_demo
+
 demo: $(VENV)/.installed
-	$(PY) -m experiments.train --config=experiments/configs/train.py:quick --workdir=/tmp/cubist_demo
+	$(PY) -m experiments.search --config=experiments/configs/search.py:quick --workdir=$(DEMO_DIR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
