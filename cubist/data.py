@@ -1,7 +1,7 @@
-"""The Cubist Spiral data set, the visualisation grid and per-epoch batch orders.
+"""The Cubist Spiral data set and the visualisation grid (batch orders: cubist.order).
 
 METHODS.md section A specifies the data set and section C.2 the batching. This
-module has two halves:
+module rebuilds the data on the host:
 
 * **Host side (numpy).** :func:`cubist_spiral` rebuilds the authors' generator
   (``cubist_spiral/CubistSpiral.py`` in stephenqz/sparsest) without torch and
@@ -10,13 +10,6 @@ module has two halves:
   torch's float32 arithmetic reproduced step by step, so this half contains
   small emulations of three torch CPU kernels (``linspace``, ``sum``/``mean``
   and ``std`` over a dimension). Each is documented where it is defined.
-* **Device side (JAX).** :func:`epoch_batches` draws an epoch's batch order
-  from a PRNG key. It is pure, jittable and vmappable, so the trainer calls it
-  inside ``vmap(lax.scan(...))`` for thousands of experiments at once.
-  :func:`epoch_key` and :func:`batch_order` make the order of epoch ``e``
-  depend only on the experiment's own key and ``e``, so a run gets the same
-  batches alone or inside a chunk of any size (ARCHITECTURE principle 5).
-
 Public API::
 
     NUM_POINTS, BATCH_SIZE, BATCHES_PER_EPOCH
@@ -25,9 +18,6 @@ Public API::
     segment_counts() -> (arm A counts, arm B counts), 16 ints each
     grid_axis(resolution=512, half_width=2.25) -> float32 (resolution,)
     visualisation_grid(resolution=512, half_width=2.25) -> float32 (resolution**2, 2)
-    uniform_permutation(key, n) -> int32 (n,)
-    epoch_key(run_key, epoch) -> key
-    epoch_batches(key, num_points=NUM_POINTS, batch_size=BATCH_SIZE) -> int32 (num_batches, batch_size)
     batch_order(run_key, epochs, num_points=NUM_POINTS, batch_size=BATCH_SIZE)
         -> int32 (epochs, num_batches, batch_size)
 """
@@ -379,125 +369,3 @@ def visualisation_grid(resolution: int = 512, half_width: float = 2.25) -> np.nd
     axis = grid_axis(resolution, half_width)
     ys, xs = np.meshgrid(axis[::-1], axis, indexing="ij")
     return np.stack([xs.ravel(), ys.ravel()], axis=1)
-
-
-# --------------------------------------------------------------------------------------
-# Batch orders (METHODS C.2), pure JAX
-# --------------------------------------------------------------------------------------
-
-# Sort keys of the permutation carry at least this many random bits per element,
-# the same as jax.random.permutation at this size (two rounds of 32-bit keys).
-_PERMUTATION_KEY_BITS = 64
-
-
-def uniform_permutation(key: jax.Array, n: int) -> jax.Array:
-    """A uniformly random permutation of 0..n-1, int32 (n,), pure JAX.
-
-    ``n`` is a static Python int; ``key`` any JAX key (jit/vmap over keys freely).
-
-    Method: a few rounds of "stable sort by fresh random bits", i.e. an LSD radix
-    sort of every element by one long random key, but each round is a
-    *single-operand* uint32 sort. In round r the sort key of the element now at
-    position p is ``(random field << b) | p`` with ``b = ceil(log2 n)`` index bits
-    (16 for 49,982) and 32 - b random bits in the field; the sorted keys' low bits
-    are the source positions, so the round's permutation costs a mask and one
-    gather. Since p is unique, equal random fields keep their previous order,
-    which is exactly the stable-sort step of radix sorting. After R rounds the
-    order is that of the composite key (field_R, ..., field_1), ties broken by
-    original index, so the result is an exactly uniform permutation unless two
-    composite keys tie, with probability at most C(n, 2) / 2**(R * (32 - b)).
-    R is the smallest count with at least 64 random bits (R = 4 for n = 49,982:
-    tie probability <= 6.8e-11, the same bound as ``jax.random.permutation``,
-    which sorts twice by 32-bit keys).
-
-    Why this and not the obvious calls: measured on the project's 2-core CPU
-    (jax 0.10.2, XLA CPU), jit(vmap(...)) over 256 keys, n = 49,982, warm, CPU
-    time per key (wall time matches it when the machine is otherwise idle):
-      * ``jax.random.permutation(key, n)``:           18.9 ms (2 key-value sorts);
-      * ``jnp.argsort(jax.random.bits(key, (n,)))``:   9.7 ms (1 key-value sort),
-        and *not* uniform: 32-bit keys collide with probability ~0.25 at this n
-        (expected n**2 / 2**33 = 0.29 colliding pairs), and the stable argsort
-        then fixes the pair's relative order;
-      * ``lax.sort`` by 64-bit keys given as two uint32 operands: ~11 ms;
-      * Fisher-Yates in a ``lax.fori_loop``: ~880 ms (XLA CPU loop overhead);
-      * this, 4 packed single-operand sorts + 3 gathers: 7.65 ms, of which
-        1.3 ms is drawing the 2 x n random words (3 rounds, 48 random bits and
-        a tie bound of 4.4e-6, would take 6.2 ms).
-    XLA's CPU sort of a single integer operand is ~5x faster than a sort that
-    carries a payload or compares two keys, which is why four packed rounds
-    beat one key-value sort. (On GPU, XLA can hand single-operand integer
-    sorts to a CUB radix sort, so the method should suit accelerators too;
-    not measured here.)
-    """
-    if n <= 1:
-        return jnp.zeros((n,), jnp.int32)
-    index_bits = max(1, (n - 1).bit_length())
-    field_bits = 32 - index_bits
-    if field_bits < 8:
-        raise ValueError(f"n = {n} is too large for 32-bit packed sort keys")
-    rounds = -(-_PERMUTATION_KEY_BITS // field_bits)
-    fields_per_word = 32 // field_bits
-    words = jax.random.bits(key, (-(-rounds // fields_per_word), n), jnp.uint32)
-    position = lax.iota(jnp.uint32, n)
-    index_mask = jnp.uint32((1 << index_bits) - 1)
-    perm = None
-    for r in range(rounds):
-        word = words[r // fields_per_word]
-        shift = 32 - field_bits * (r % fields_per_word + 1)
-        field = (word >> shift) & jnp.uint32((1 << field_bits) - 1)
-        sorted_keys = lax.sort((field << index_bits) | position)
-        source = (sorted_keys & index_mask).astype(jnp.int32)
-        perm = source if perm is None else perm[source]
-    return perm
-
-
-@functools.partial(jax.jit, static_argnames=("num_points", "batch_size"))
-def epoch_batches(
-    key: jax.Array, num_points: int = NUM_POINTS, batch_size: int = BATCH_SIZE
-) -> jax.Array:
-    """One epoch's mini-batches: int32 (num_points // batch_size, batch_size).
-
-    Row b holds the data indices of optimiser step b. Like PyTorch's
-    ``DataLoader(shuffle=True, drop_last=True)`` (METHODS C.2): a fresh uniform
-    permutation of all ``num_points`` indices, cut into consecutive batches, the
-    last ``num_points % batch_size`` (62 for the spiral) dropped, so a different
-    set of points is left out each epoch. With the defaults: 390 batches of 128.
-
-    Pure and deterministic in ``key`` (any JAX key: typed or raw uint32); jit,
-    vmap and scan it freely. vmapped over keys it gives exactly the per-key
-    results. Cost: ~7.7 ms per key on one CPU core (see :func:`uniform_permutation`).
-    """
-    num_batches = num_points // batch_size
-    if num_batches < 1:
-        raise ValueError(f"batch_size {batch_size} exceeds num_points {num_points}")
-    perm = uniform_permutation(key, num_points)
-    return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
-
-
-def epoch_key(run_key: jax.Array, epoch: int | jax.Array) -> jax.Array:
-    """The key of epoch ``epoch`` (0-based) of a run: ``fold_in(run_key, epoch)``.
-
-    The order of epoch e therefore depends only on the experiment's own key and
-    e, never on which other experiments share its chunk or device. (0-based here;
-    the learning-rate schedules of METHODS C.4 number epochs from 1.)
-    """
-    return jax.random.fold_in(run_key, epoch)
-
-
-@functools.partial(jax.jit, static_argnames=("epochs", "num_points", "batch_size"))
-def batch_order(
-    run_key: jax.Array,
-    epochs: int,
-    num_points: int = NUM_POINTS,
-    batch_size: int = BATCH_SIZE,
-) -> jax.Array:
-    """All batch orders of a run: int32 (epochs, num_points // batch_size, batch_size).
-
-    ``batch_order(k, E)[e] == epoch_batches(epoch_key(k, e))`` for e = 0..E-1,
-    i.e. exactly the batches the trainer uses. Meant for parity tests that feed
-    the same orders to the PyTorch oracle (50 epochs: ~10 MB, ~0.4 s on CPU).
-    """
-    epoch_ids = jnp.arange(epochs, dtype=jnp.uint32)
-    return jax.vmap(
-        lambda e: epoch_batches(epoch_key(run_key, e), num_points=num_points, batch_size=batch_size)
-    )(epoch_ids)

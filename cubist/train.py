@@ -261,8 +261,8 @@ def _epoch_states(keys: jax.Array, epoch: jax.Array, static: TrainStatic):
   make = functools.partial(order.epoch_state, num_points=static.num_points,
                            batch_size=static.batch_size, method=static.order)
   if static.shared_order:
-    return make(data.epoch_key(jax.random.PRNGKey(static.order_seed), epoch))
-  return jax.vmap(lambda key: make(data.epoch_key(key, epoch)))(keys)
+    return make(order.epoch_key(jax.random.PRNGKey(static.order_seed), epoch))
+  return jax.vmap(lambda key: make(order.epoch_key(key, epoch)))(keys)
 
 
 def _step_indices(states, step: jax.Array, experiments: int, static: TrainStatic) -> jax.Array:

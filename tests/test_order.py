@@ -61,3 +61,84 @@ def test_feistel_positions_are_uniform_across_keys():
   # share a batch is (batch - 1) / (num_points - 1) ~ 5%.
   together = np.mean(positions[:, 0] // batch == positions[:, 1] // batch)
   assert abs(together - 127 / 2559) < 0.02
+
+
+# --- order="sort": exactly uniform permutations ---------------------------
+
+
+@pytest.fixture(scope="module")
+def run_key():
+  return jax.random.key(20240707)
+
+
+@pytest.fixture(scope="module")
+def sort_order(run_key):
+  return order.batch_order(run_key, 3, data.NUM_POINTS, data.BATCH_SIZE, "sort")
+
+
+def test_epoch_batches_shape_and_partition(sort_order):
+  assert sort_order.shape == (3, data.BATCHES_PER_EPOCH, data.BATCH_SIZE) and sort_order.dtype == np.int32
+  for e in range(3):
+    flat = sort_order[e].ravel()
+    assert flat.min() >= 0 and flat.max() < data.NUM_POINTS
+    assert np.unique(flat).size == flat.size == 390 * 128  # rows pairwise disjoint, no repeats
+  dropped = [np.setdiff1d(np.arange(data.NUM_POINTS), sort_order[e].ravel()) for e in range(3)]
+  assert all(d.size == data.NUM_POINTS - 390 * 128 == 62 for d in dropped)
+  assert not np.array_equal(dropped[0], dropped[1])
+
+
+def test_batch_order_consistent_and_deterministic(run_key, sort_order):
+  for e in range(3):
+    again = np.asarray(order.sorted_epoch_batches(order.epoch_key(run_key, e)))
+    np.testing.assert_array_equal(sort_order[e], again)
+  assert not np.array_equal(sort_order[0], sort_order[1])
+  other = np.asarray(order.sorted_epoch_batches(order.epoch_key(jax.random.key(1), 0)))
+  assert not np.array_equal(sort_order[0], other)
+  # A traced epoch index (as inside lax.scan) gives the same key as a Python int.
+  traced = jax.jit(lambda k, e: order.sorted_epoch_batches(order.epoch_key(k, e)))(run_key, jnp.int32(2))
+  np.testing.assert_array_equal(sort_order[2], np.asarray(traced))
+
+
+def test_epoch_batches_vmap_invariant():
+  """A run's batches do not depend on which other runs share its vmapped chunk."""
+  keys = jax.random.split(jax.random.key(3), 3)
+  together = np.asarray(jax.vmap(order.sorted_epoch_batches)(keys))
+  for i in range(3):
+    np.testing.assert_array_equal(together[i], np.asarray(order.sorted_epoch_batches(keys[i])))
+
+
+def test_epoch_batches_accepts_raw_keys_and_small_sizes():
+  b = np.asarray(order.sorted_epoch_batches(jax.random.PRNGKey(0), num_points=1000, batch_size=64))
+  assert b.shape == (15, 64) and np.unique(b).size == 15 * 64 and b.max() < 1000
+
+
+def _radix_rounds_reference(key, n):
+  """numpy mirror of order.uniform_permutation: rounds of *stable* argsort by fresh fields."""
+  index_bits = max(1, (n - 1).bit_length())
+  field_bits = 32 - index_bits
+  rounds = -(-64 // field_bits)
+  per_word = 32 // field_bits
+  words = np.asarray(jax.random.bits(key, (-(-rounds // per_word), n), jnp.uint32)).astype(np.int64)
+  perm = np.arange(n)
+  for r in range(rounds):
+    shift = 32 - field_bits * (r % per_word + 1)
+    field = (words[r // per_word] >> shift) & ((1 << field_bits) - 1)  # indexed by position
+    perm = perm[np.argsort(field, kind="stable")]
+  return perm
+
+
+@pytest.mark.parametrize("n", [5, 1000, data.NUM_POINTS])
+def test_permutation_is_stable_radix_sort_by_random_fields(n):
+  key = jax.random.key(n)
+  np.testing.assert_array_equal(np.asarray(order.uniform_permutation(key, n)), _radix_rounds_reference(key, n))
+
+
+def test_permutation_is_uniform_on_small_n():
+  """Chi-square over all 4! = 24 permutations of 4 items, 24,000 draws."""
+  keys = jax.random.split(jax.random.key(7), 24_000)
+  perms = np.asarray(jax.jit(jax.vmap(lambda k: order.uniform_permutation(k, 4)))(keys))
+  codes = perms @ np.array([64, 16, 4, 1])
+  _, counts = np.unique(codes, return_counts=True)
+  assert counts.size == 24
+  chi2 = float(((counts - 1000.0) ** 2 / 1000.0).sum())
+  assert chi2 < 49.7  # 23 degrees of freedom, p = 0.001

@@ -139,7 +139,7 @@ def _key(schedule: str, offset: int = 0) -> jax.Array:
 def _trainer_order(key: jax.Array, order_method: str) -> np.ndarray:
   """The batches the trainer draws for experiment `key`: (epochs, batches, 128).
 
-  The trainer calls order.epoch_state(data.epoch_key(key, e)) once per epoch and
+  The trainer calls order.epoch_state(order.epoch_key(key, e)) once per epoch and
   order.step_indices(state, b) per step; order.batch_order evaluates the same two
   functions for a whole run. (That the trainer really sees these batches is
   checked end to end: the step losses match the oracle from step 0, and a
@@ -193,9 +193,9 @@ def test_batch_orders_are_fresh_drop_last_permutations(order_method):
     assert len(np.unique(batches[e])) == batches[e].size
     assert batches[e].min() >= 0 and batches[e].max() < NUM_POINTS
   assert len({batches[e].tobytes() for e in range(EPOCHS)}) == EPOCHS
-  if order_method == "sort":  # the exact-uniform order is data.epoch_batches per epoch
+  if order_method == "sort":  # the exact-uniform order is order.sorted_epoch_batches per epoch
     np.testing.assert_array_equal(
-        batches, np.asarray(data.batch_order(_key("cosine"), EPOCHS, num_points=NUM_POINTS)))
+        batches, np.stack([np.asarray(order.sorted_epoch_batches(order.epoch_key(_key("cosine"), e), num_points=NUM_POINTS)) for e in range(EPOCHS)]))
 
 
 @pytest.mark.parametrize("schedule", schedules.SCHEDULES)
