@@ -30,6 +30,7 @@ import hashlib
 import itertools
 import json
 import os
+import sqlite3
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -81,8 +82,14 @@ class SearchConfig:
   phase1_widths: tuple[int, int, int] | None = None  # skip phase 1 with known widths
 
   def validate(self) -> None:
+    if not self.lrs:
+      raise ValueError("lrs must not be empty")
+    if not self.schedules:
+      raise ValueError("schedules must not be empty")
+    if isinstance(self.max_width, bool) or int(self.max_width) != self.max_width:
+      raise ValueError(f"max_width={self.max_width} must be an integer")
     if not 0 < self.target <= 1:
-      raise ValueError(f"target={self.target} must be in (0, 1]")
+      raise ValueError(f"target={self.target:g} ({100 * self.target:g}%) must be in (0, 1]")
     if not 1 <= self.max_width <= self.width:
       raise ValueError(f"max_width={self.max_width} is outside 1..{self.width}")
     if self.phase1_widths is not None:
@@ -179,6 +186,11 @@ def mask_config_label(triple) -> str:
   return ",".join(f"{n}:{i}" for n, i in triple)
 
 
+def parse_mask_config(label: str) -> tuple[tuple[int, int], ...]:
+  """Inverse of `mask_config_label`: "n1:i1,n2:i2,n3:i3" -> ((n1, i1), (n2, i2), (n3, i3))."""
+  return tuple(tuple(int(v) for v in part.split(":")) for part in label.split(","))
+
+
 def network_masks(widths, triple, full_width: int) -> mlp.Params:
   """Full bool masks at `full_width` for a phase-2 mask triple (classifier dense over d3).
 
@@ -273,7 +285,12 @@ class Search:
     wanted = {s.exp_id() for s in specs}
     while True:
       paths = sorted(self.workdir.glob("results*.sqlite"))
-      rows = [r for r in store_ops.merge_stores(paths) if r["exp_id"] in wanted] if paths else []
+      try:
+        rows = [r for r in store_ops.merge_stores(paths) if r["exp_id"] in wanted]
+      except sqlite3.Error:
+        if self.num_shards == 1:
+          raise
+        rows = []  # another shard is still creating its store file
       if len(rows) >= len(wanted):
         return rows
       if self.num_shards == 1:
@@ -337,7 +354,7 @@ class Search:
       self.log(f"phase 2: weight nnz {weight_nnz}: {len(candidates)} masks, best accuracy "
                f"{best.best_accuracy:.4f} ({best.label}), {len(reached)} reach {config.target:g}")
       if reached and answer is None:
-        winner = sorted(reached, key=lambda c: (-c.best_accuracy, c.label))[0]
+        winner = sorted(reached, key=lambda c: (-c.best_accuracy, parse_mask_config(c.label)))[0]
         answer = {"widths": tuple(widths), "mask_config": winner.label,
                   "accuracy": winner.best_accuracy, "weight_nnz": winner.best_row["weight_nnz"],
                   "model_nnz": winner.best_row["model_nnz"],
@@ -355,7 +372,8 @@ class Search:
     if self.shard_index == 0:
       (self.workdir / "search.json").write_text(json.dumps(result, indent=2, default=_jsonable))
       if result.get("phase2", {}).get("mask_config"):
-        result["model_path"] = str(save_model(self.config, result["phase2"], self.workdir))
+        result["model_path"] = str(save_model(self.config, result["phase2"], self.workdir,
+                                              self.plan))
     return result
 
 
@@ -373,17 +391,20 @@ def _jsonable(value):
   raise TypeError(f"cannot serialise {type(value)}")
 
 
-def save_model(config: SearchConfig, answer: dict, workdir) -> Path:
+def save_model(config: SearchConfig, answer: dict, workdir,
+               plan: engine.ChunkPlan = engine.ChunkPlan()) -> Path:
   """Retrain the winning run alone and save its masks, initial and trained weights.
 
-  Runs are independent of their chunk, so this reproduces the stored run; the
-  file records both accuracies so any difference is visible.
+  Runs are bitwise independent of their chunk, so with the search's plan (same
+  formulation) this reproduces the stored run; the file records both
+  accuracies so any difference is visible. `init_*` holds the initial weights
+  at the network's occupied width, zero-padded to the full width.
   """
   import jax
   import jax.numpy as jnp
   from cubist import data, train
   row = answer["row"]
-  triple = tuple(tuple(int(v) for v in part.split(":")) for part in row["mask_config"].split(","))
+  triple = parse_mask_config(row["mask_config"])
   widths = tuple(answer["widths"])
   spec = ExperimentSpec(
       seed=row["seed"], lr=row["lr"], schedule=row["schedule"], width=config.width,
@@ -393,7 +414,7 @@ def save_model(config: SearchConfig, answer: dict, workdir) -> Path:
   padded = mask_ops.occupied_width(spec.masks())
   inputs = engine.chunk_inputs([spec], padded)
   static = train.TrainStatic(width=padded, epochs=spec.epochs, shared_order=spec.shared_order,
-                             formulation=engine.ChunkPlan().formulation(padded))
+                             formulation=plan.formulation(padded))
   x, y = (jnp.asarray(a) for a in data.cubist_spiral())
   result = jax.device_get(train.make_train(static)(x, y, inputs))
   take = lambda tree: mlp.pad_params(jax.tree.map(lambda a: np.asarray(a[0]), tree), config.width)

@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if unknown:
     raise ValueError(f"unknown search config options {sorted(unknown)}; known: {sorted(known)}")
   config = ml_collections.ConfigDict()
-  config.target = float(options.get("target", 95)) / 100
+  config.target = float(options.get("target", 95)) / 100  # checked by SearchConfig
   config.width = 16
   config.max_width = 16
   config.lrs = (0.05, 0.1)
