@@ -80,6 +80,12 @@ class SearchConfig:
   canonical: bool = False
   shared_order: bool = False
   phase1_widths: tuple[int, int, int] | None = None  # skip phase 1 with known widths
+  # Extension (not in the reference): if phase 2 finds no mask inside the
+  # phase-1 widths, go on to the next triple that reached the target in phase
+  # 1 (in selection order), at most max_fallbacks times. Fresh seeds make a
+  # triple that reached the target once by luck fail in phase 2.
+  phase1_fallback: bool = False
+  max_fallbacks: int = 8
 
   def validate(self) -> None:
     if not self.lrs:
@@ -105,7 +111,11 @@ class SearchConfig:
       spec_ops.validate(dataclasses.replace(probe, schedule=schedule))
 
   def fingerprint(self) -> str:
-    return hashlib.sha1(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
+    """Hash of the fields that define runs; the fallback settings define none."""
+    fields = dataclasses.asdict(self)
+    for name in ("phase1_fallback", "max_fallbacks"):
+      fields.pop(name)
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def run_seed(*parts) -> int:
@@ -298,39 +308,55 @@ class Search:
         raise RuntimeError(f"{missing} runs missing from the store after training")
       time.sleep(self.poll_seconds)  # another shard is still on this level
 
-  def phase1(self) -> dict:
-    """The phase-1 answer and its per-level table."""
+  def _phase1_reaching(self, table: list):
+    """Yield the triples reaching the target in selection order, training lazily.
+
+    Levels are trained sparsest first (small levels grouped so chunks stay
+    full); each finished level appends a row to `table`. Within a level the
+    order is the tie-break: highest best accuracy, then the smallest triple.
+    """
     config = self.config
-    if config.phase1_widths is not None:
-      return {"widths": tuple(config.phase1_widths), "given": True, "levels": []}
-    table, answer = [], None
     pending = []
     levels = phase1_levels(config)
     for index, (count, triples) in enumerate(levels):
       pending.append((count, triples))
       batch = sum(len(t) for _, t in pending) * len(_settings(config))
-      last = index == len(levels) - 1
-      if batch < 256 and not last:
-        continue  # group small levels so chunks stay full
+      if batch < 256 and index < len(levels) - 1:
+        continue
       specs = phase1_specs(config, [t for _, ts in pending for t in ts])
       self._train(specs)
       candidates = best_by_candidate(self._rows_for(specs),
                                      lambda r: (r["d1"], r["d2"], r["d3"]))
-      for count, triples in pending:
+      group, pending = pending, []
+      reaching = []
+      for count, triples in group:
         accuracies = [candidates[t].best_accuracy for t in triples]
         reached = [t for t in triples if candidates[t].best_accuracy >= config.target]
         table.append({"dense_params": count, "triples": len(triples),
                       "best_accuracy": float(np.nanmax(accuracies)), "reached": len(reached)})
-        if reached and answer is None:
-          best = sorted(reached, key=lambda t: (-candidates[t].best_accuracy, t))[0]
-          answer = {"widths": best, "dense_params": count,
-                    "accuracy": candidates[best].best_accuracy,
-                    "row": _public_row(candidates[best].best_row)}
-      self.log(f"phase 1: dense params <= {pending[-1][0]}: best accuracy "
-               f"{max(r['best_accuracy'] for r in table[-len(pending):]):.4f}")
-      pending = []
-      if answer is not None and not config.exhaustive_phase1:
-        break
+        for best in sorted(reached, key=lambda t: (-candidates[t].best_accuracy, t)):
+          reaching.append({"widths": best, "dense_params": count,
+                           "accuracy": candidates[best].best_accuracy,
+                           "row": _public_row(candidates[best].best_row)})
+      self.log(f"phase 1: dense params <= {group[-1][0]}: best accuracy "
+               f"{max(r['best_accuracy'] for r in table[-len(group):]):.4f}")
+      yield from reaching
+
+  def phase1(self) -> dict:
+    """The phase-1 answer and its per-level table.
+
+    Keeps the level walk in `self._phase1_walk`, so a phase-1 fallback can ask
+    for the next reaching triple (training further levels if needed).
+    """
+    config = self.config
+    if config.phase1_widths is not None:
+      self._phase1_walk = iter(())
+      return {"widths": tuple(config.phase1_widths), "given": True, "levels": []}
+    table = []
+    self._phase1_walk = self._phase1_reaching(table)
+    answer = next(self._phase1_walk, None)
+    if config.exhaustive_phase1:
+      self._phase1_walk = iter(list(self._phase1_walk))  # train every level now
     return {**(answer or {"widths": None}), "levels": table}
 
   def phase2(self, widths) -> dict:
@@ -365,10 +391,23 @@ class Search:
 
   def run(self) -> dict:
     """Both phases; writes search.json and the sparsest model's npz to the workdir."""
+    config = self.config
     phase1 = self.phase1()
-    result = {"config": dataclasses.asdict(self.config), "phase1": phase1}
-    if phase1.get("widths") is not None:
-      result["phase2"] = self.phase2(tuple(phase1["widths"]))
+    result = {"config": dataclasses.asdict(config), "phase1": phase1}
+    widths, attempts = phase1.get("widths"), []
+    while widths is not None:
+      phase2 = self.phase2(tuple(widths))
+      attempts.append({"widths": tuple(widths), "mask_config": phase2.get("mask_config")})
+      result["phase2"] = phase2
+      if (phase2.get("mask_config") or not config.phase1_fallback
+          or len(attempts) > config.max_fallbacks):
+        break
+      following = next(self._phase1_walk, None)
+      widths = following and following["widths"]
+      if widths is not None:
+        self.log(f"phase 2 found no mask inside {attempts[-1]['widths']}; phase-1 fallback "
+                 f"to the next reaching widths {widths}")
+    result["phase2_attempts"] = attempts
     if self.shard_index == 0:
       (self.workdir / "search.json").write_text(json.dumps(result, indent=2, default=_jsonable))
       if result.get("phase2", {}).get("mask_config"):
@@ -443,8 +482,11 @@ def format_result(result: dict) -> str:
                + (f" (dense params {phase1.get('dense_params')}, best accuracy "
                   f"{phase1.get('accuracy', float('nan')):.4f})" if not phase1.get("given") else
                   " (given)"))
+  for attempt in result.get("phase2_attempts", [])[:-1]:
+    lines.append(f"phase 2 inside {tuple(attempt['widths'])}: no mask reaches {target:g}; "
+                 "phase-1 fallback to the next reaching widths")
   phase2 = result.get("phase2", {})
-  lines.append("phase 2 levels:")
+  lines.append(f"phase 2 levels (widths {tuple(phase2.get('widths') or phase1['widths'])}):")
   lines.append(f"  {'weight_nnz':>10} {'model_nnz':>9} {'masks':>6} {'runs':>6} "
                f"{'best_acc':>9} {'reached':>7}  best mask")
   for level in phase2.get("levels", []):

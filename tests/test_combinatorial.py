@@ -460,7 +460,7 @@ def test_run_given_widths_writes_json_and_format_result_prints_levels(tmp_path, 
   assert stored["phase2"]["widths"] == [2, 2, 2] and "mask" not in stored["phase2"]["row"]
   text = comb.format_result(result).splitlines()
   assert text[0] == "phase 1: widths (2, 2, 2) (given)"
-  assert text[1] == "phase 2 levels:"
+  assert text[1] == "phase 2 levels (widths (2, 2, 2)):"
   assert text[2].split() == ["weight_nnz", "model_nnz", "masks", "runs", "best_acc", "reached",
                              "best", "mask"]
   rows = [line.split() for line in text[3:6]]
@@ -648,7 +648,7 @@ def test_tiny_search_resumes_without_training(tiny, monkeypatch):
   widths = tuple(result["phase1"]["widths"])
   assert lines[0].startswith(f"phase 1: widths {widths} (dense params "
                              f"{mask_ops.dense_parameter_count(widths)}, best accuracy ")
-  assert lines[1] == "phase 2 levels:" and lines[2].split()[0] == "weight_nnz"
+  assert lines[1] == f"phase 2 levels (widths {widths}):" and lines[2].split()[0] == "weight_nnz"
   levels = result["phase2"]["levels"]
   assert len(lines) == 3 + len(levels) + 1
   for line, level in zip(lines[3:], levels):
@@ -814,7 +814,7 @@ def test_binary_rejects_an_unknown_config_option(tmp_path):
   proc = run_binary("--config=experiments/configs/search.py:targte=95", f"--workdir={tmp_path / 'w'}")
   assert proc.returncode != 0
   assert "unknown search config options ['targte']" in proc.stderr
-  assert "known: ['canonical', 'exhaustive', 'fixed', 'quick', 'reference_caps', 'target']" in proc.stderr
+  assert "known: ['canonical', 'exhaustive', 'fallback', 'fixed', 'quick', 'reference_caps', 'target']" in proc.stderr
   assert not (tmp_path / "w").exists()
 
 
@@ -838,3 +838,34 @@ def test_config_variants_give_valid_search_configs(tmp_path, arg, checks):
     assert getattr(config, name) == expected, name
   if "fixed" in arg:
     assert config.init == str(path)
+
+
+# --- Phase-1 fallback (extension) -------------------------------------------------
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_phase1_fallback_moves_to_the_next_reaching_triple(tmp_path, monkeypatch, fallback):
+  """(1,1,2) reaches the target in phase 1 but no mask inside it does in phase 2;
+  (2,1,1) reaches it at a higher dense count and has a mask that does."""
+  def outcome(spec):
+    if spec.family == comb.PHASE1:
+      return ("ok", 0.95) if tuple(spec.widths) in ((1, 1, 2), (2, 1, 1)) else ("ok", 0.5)
+    return ("ok", 0.95) if spec.hidden_widths() == (2, 1, 1) else ("ok", 0.6)
+
+  trained = mock_training(monkeypatch, outcome)
+  monkeypatch.setattr(comb, "save_model", lambda *a, **k: Path(tmp_path) / "m.npz")
+  config = comb.SearchConfig(target=0.9, max_width=2, lrs=(0.1,), schedules=("constant",),
+                             phase1_fallback=fallback)
+  assert config.fingerprint() == dataclasses.replace(config, phase1_fallback=not fallback).fingerprint()
+  result = comb.Search(config, tmp_path, **quiet()).run()
+  first = tuple(result["phase1"]["widths"])
+  assert mask_ops.dense_parameter_count(first) < mask_ops.dense_parameter_count((2, 1, 1))
+  attempts = [tuple(a["widths"]) for a in result["phase2_attempts"]]
+  if fallback:
+    assert attempts == [first, (2, 1, 1)]
+    assert result["phase2"]["mask_config"] is not None
+    assert "phase-1 fallback" in comb.format_result(result)
+  else:
+    assert attempts == [first]
+    assert result["phase2"]["mask_config"] is None
+  assert all(trained)
