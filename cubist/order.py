@@ -71,12 +71,13 @@ def feistel_permute(round_keys: jax.Array, positions: jax.Array, num_points: int
   swap. Each round is invertible, so the whole map is a bijection of Z_N.
   """
   a, b = feistel_domain(num_points)
-  left, right = positions % a, positions // a
+  positions = positions.astype(jnp.uint32)
+  left, right = positions % jnp.uint32(a), positions // jnp.uint32(a)
   for j in range(FEISTEL_ROUNDS):
-    modulus = a if j % 2 == 0 else b
-    mixed = (_mix32(right.astype(jnp.uint32) ^ round_keys[j]) % jnp.uint32(modulus)).astype(jnp.int32)
-    left, right = right, (left + mixed) % modulus
-  return a * right + left
+    modulus = jnp.uint32(a if j % 2 == 0 else b)
+    total = left + _mix32(right ^ round_keys[j]) % modulus  # < 2 * modulus
+    left, right = right, jnp.where(total >= modulus, total - modulus, total)
+  return (jnp.uint32(a) * right + left).astype(jnp.int32)
 
 
 # --- Exactly uniform permutations (order="sort") ---------------------------

@@ -142,3 +142,14 @@ def test_permutation_is_uniform_on_small_n():
   assert counts.size == 24
   chi2 = float(((counts - 1000.0) ** 2 / 1000.0).sum())
   assert chi2 < 49.7  # 23 degrees of freedom, p = 0.001
+
+
+def test_feistel_orders_are_pinned():
+  """Stores resume by exp_id, so the order of a (key, epoch) must never change
+  silently: a change to the Feistel network must come with a new data_order name."""
+  import hashlib
+  batches = np.asarray(order.epoch_batches(order.epoch_key(jax.random.PRNGKey(0), 3),
+                                           data.NUM_POINTS, 128, "feistel"))
+  assert batches[0, :6].tolist() == [25665, 40729, 31075, 19492, 4850, 8177]
+  assert batches[389, -3:].tolist() == [11052, 28359, 32143]
+  assert hashlib.sha1(batches.tobytes()).hexdigest() == "9f5fd0d7fbb31cdf42ffaa67c441b1dfcd0acfaf"
