@@ -204,20 +204,46 @@ def _per_experiment(values: jax.Array, leaf: jax.Array, formulation: str) -> jax
   return values
 
 
+@jax.custom_vjp
+def bce_with_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Elementwise BCE-with-logits, max(z, 0) - z y + log(1 + exp(-|z|)).
+
+  The same value as PyTorch's BCEWithLogitsLoss (and optax's), with one exp
+  and one log1p forward; the gradient sigmoid(z) - y reuses exp(-|z|). At
+  small widths the loss's transcendentals rival the network's arithmetic.
+  """
+  return _bce_forward(logits, labels)[0]
+
+
+def _bce_forward(logits, labels):
+  decay = jnp.exp(-jnp.abs(logits))
+  loss = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(decay)
+  return loss, (logits, labels, decay)
+
+
+def _bce_backward(saved, grad):
+  logits, labels, decay = saved
+  sigmoid = jnp.where(logits >= 0, 1.0, decay) / (1.0 + decay)
+  return grad * (sigmoid - labels), -grad * logits
+
+
+bce_with_logits.defvjp(_bce_forward, _bce_backward)
+
+
 def _gather(x: jax.Array, y: jax.Array, indices: jax.Array, formulation: str):
   """Inputs and labels for row indices: (E, B) for "dot", (B, E) for "unit"."""
   if formulation == "dot":
     return x[indices], y[indices]
-  return jnp.stack([x[:, 0][indices], x[:, 1][indices]]), y[indices]
+  return jnp.stack([x[0][indices], x[1][indices]]), y[indices]  # x is (2, N) here
 
 
 def _losses(params: Params, inputs, labels, formulation: str) -> jax.Array:
   """Per-experiment mean BCE over the batch, shape (E,)."""
   if formulation == "dot":
     logits = _logits_dot(params, inputs)
-    return optax.losses.sigmoid_binary_cross_entropy(logits, labels).mean(axis=1)
+    return bce_with_logits(logits, labels).mean(axis=1)
   logits = _logits_unit(params, inputs)
-  return optax.losses.sigmoid_binary_cross_entropy(logits, labels).mean(axis=0)
+  return bce_with_logits(logits, labels).mean(axis=0)
 
 
 def _evaluate(params: Params, x: jax.Array, y: jax.Array, static: TrainStatic):
@@ -246,7 +272,7 @@ def _evaluate(params: Params, x: jax.Array, y: jax.Array, static: TrainStatic):
       labels = y_block[:, None]
       axis = 0
     correct = ((logits > 0).astype(jnp.float32) == labels).astype(jnp.float32)
-    loss = optax.losses.sigmoid_binary_cross_entropy(logits, labels)
+    loss = bce_with_logits(logits, labels)
     return (totals[0] + pairwise_sum(correct * weight, axis=axis),
             totals[1] + pairwise_sum(loss * weight, axis=axis)), None
 
@@ -288,13 +314,14 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic) -> TrainResult:
           _losses(p, batch_x, batch_y, formulation)), has_aux=True)
 
   experiments = inputs.lr.shape[0]
+  x_steps = x.T if formulation == "unit" else x  # columns for the per-unit gathers
 
   def step(carry, step_index):
     params, opt_state, lr, states = carry
     indices = _step_indices(states, step_index, experiments, static)
     if formulation == "unit":
       indices = indices.T  # (E, B) -> (B, E)
-    batch_x, batch_y = _gather(x, y, indices, formulation)
+    batch_x, batch_y = _gather(x_steps, y, indices, formulation)
     (_, losses), grads = value_and_grad(params, batch_x, batch_y)
     updates, opt_state = optimiser.update(grads, opt_state, params)
     params = jax.tree.map(
