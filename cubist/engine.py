@@ -40,7 +40,7 @@ class ChunkPlan:
     activations fit (about 0.25 MB per experiment per epoch order).
   """
   unit_max_width: int = 4
-  chunk_sizes: tuple[tuple[int, int], ...] = ((4, 256), (8, 256), (10_000, 128))
+  chunk_sizes: tuple[tuple[int, int], ...] = ((4, 256), (6, 128), (8, 512), (10_000, 128))
   memory_budget_bytes: int = 2 << 30
 
   def formulation(self, width: int) -> str:

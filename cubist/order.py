@@ -12,8 +12,8 @@ Two ways to draw the permutation, a static option of the trainer:
   and a generalised Feistel network with alternating moduli (Black & Rogaway,
   "Ciphers with arbitrary finite domains", 2002) maps position p to a data
   index. It is an exact permutation of all N indices by construction; it is
-  pseudo-random rather than uniform over all N! permutations. Cost: a few dozen
-  integer operations per index and no memory, which is what lets thousands of
+  pseudo-random rather than uniform over all N! permutations. Cost: about 60
+  integer operations per index (6 rounds) and no memory, which is what lets thousands of
   independent experiments train at once on a CPU.
 - "sort": an exactly uniform permutation per epoch (radix-style rounds of
   single-operand sorts, `uniform_permutation`). About 7 ms per experiment
@@ -36,7 +36,7 @@ import numpy as np
 from cubist.data import BATCH_SIZE, NUM_POINTS
 
 ORDER_METHODS = ("feistel", "sort")
-FEISTEL_ROUNDS = 8
+FEISTEL_ROUNDS = 6
 _MIN_FACTOR = 16
 
 
@@ -54,13 +54,15 @@ def feistel_domain(num_points: int) -> tuple[int, int]:
   return a, num_points // a
 
 
-def _mix32(x: jax.Array) -> jax.Array:
-  """A 32-bit integer finaliser (lowbias32): a bijection of uint32 with good avalanche."""
-  x = x ^ (x >> 16)
-  x = x * jnp.uint32(0x7FEB352D)
-  x = x ^ (x >> 15)
-  x = x * jnp.uint32(0x846CA68B)
-  return x ^ (x >> 16)
+def _round_function(right: jax.Array, round_key: jax.Array, modulus: int) -> jax.Array:
+  """F(R) in [0, modulus): a keyed multiplicative hash, reduced without division.
+
+  (R xor k) * 0x9E3779B1 (Knuth's multiplicative hash) keeps its top 16 bits,
+  and Lemire's multiply-shift maps them onto [0, modulus). A handful of integer
+  operations, because the trainer evaluates this for every index of every step.
+  """
+  hashed = ((right ^ round_key) * jnp.uint32(0x9E3779B1)) >> 16
+  return (hashed * jnp.uint32(modulus)) >> 16
 
 
 def feistel_permute(round_keys: jax.Array, positions: jax.Array, num_points: int) -> jax.Array:
@@ -74,8 +76,8 @@ def feistel_permute(round_keys: jax.Array, positions: jax.Array, num_points: int
   positions = positions.astype(jnp.uint32)
   left, right = positions % jnp.uint32(a), positions // jnp.uint32(a)
   for j in range(FEISTEL_ROUNDS):
-    modulus = jnp.uint32(a if j % 2 == 0 else b)
-    total = left + _mix32(right ^ round_keys[j]) % modulus  # < 2 * modulus
+    modulus = a if j % 2 == 0 else b
+    total = left + _round_function(right, round_keys[j], modulus)  # < 2 * modulus
     left, right = right, jnp.where(total >= modulus, total - modulus, total)
   return (jnp.uint32(a) * right + left).astype(jnp.int32)
 
