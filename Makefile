@@ -24,8 +24,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
+# About 9 minutes on a 2-core CPU; `python -m cubist.bench --helpfull` lists the sweeps.
+BENCH_FLAGS ?= --dense_chunks=128,256 --sparse_chunks=128,256,512 --sharded=false --per_width_widths=4,6,8
+
 bench: $(VENV)/.installed
-	$(PY) -m cubist.bench --out=bench.json
+	$(PY) -m cubist.bench --out=bench.json $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) bench.json

@@ -1,7 +1,8 @@
 r"""Throughput benchmark of the vectorised trainer: `python -m cubist.bench --out=bench.json`.
 
 Measures warm runs per second of whole training runs at the paper's settings
-(50 epochs, batch 128, all 49,982 points) for
+(50 epochs, batch 128, all 49,982 points) with the engine's data order (each
+experiment its own per-epoch permutation, `order="feistel"`; see flags) for
 
   (a) dense width 16 (all-ones masks), formulations "dot" and "unit", a sweep
       of chunk sizes (experiments per compiled call);
@@ -12,32 +13,37 @@ Measures warm runs per second of whole training runs at the paper's settings
 then, for the fastest configuration of each, a real 50-epoch call (the
 headline), the same configurations sharded over all local CPU devices (in a
 subprocess, because `--xla_force_host_platform_device_count` must be set
-before jax is imported), the cost of per-experiment data orders
-(`shared_order=False`) against one shared order, the PyTorch oracle's seconds
-per run (`third_party.torch_reference.seconds_per_run`) and the speed-ups, and
-a per-width table of the fastest formulation and chunk size
-(`measure_recommendations`) for the engine's width buckets.
+before jax is imported), the cost of the data order (shared vs per-experiment,
+Feistel vs sort), the PyTorch oracle's seconds per run
+(`third_party.torch_reference.seconds_per_run`) and the speed-ups, and a
+per-width table of the fastest formulation and chunk size
+(`measure_recommendations`) for the engine's `ChunkPlan`.
 
 Timing rules (see `measure`):
   * compile time is measured separately: `jit(...).lower(...).compile()`;
-  * the first execution of each compiled program is timed and reported as
-    `first_call_s` but excluded; throughput is the median of `repeats` later
-    calls, each ended by `jax.block_until_ready`;
-  * runs/s = chunk size / (median seconds of one 50-epoch call);
-  * sweep entries time a call of `sweep_epochs` epochs and extrapolate
-    linearly to 50 (`basis: "extrapolated"`). This slightly over-counts the
-    one final full-data evaluation of each call (it is counted 50/sweep_epochs
-    times), so extrapolated runs/s are a little pessimistic. The headline
-    numbers are real 50-epoch calls (`basis: "measured"`), and
-    `extrapolation_check` compares them with the sweep's extrapolation.
-  * A configuration whose predicted call time exceeds `call_limit_s`, or whose
-    compile took longer than `compile_limit_s`, is recorded as skipped with
-    the reason; a call slower than `call_limit_s` is kept as a single cold
-    sample (`warm: false`). An in-process compile cannot be interrupted, so the
-    compile limit is checked after the fact.
+    throughput never includes it;
+  * every timed call ends with `jax.block_until_ready`; a configuration's
+    first call is a warm-up, reported as `first_call_s` and excluded;
+  * runs/s = chunk size / (seconds of one 50-epoch call);
+  * real 50-epoch calls (`basis: "measured"`): warm-up, then the median of
+    `repeats` calls. The headline `best` entries are such calls;
+  * sweep entries (`basis: "extrapolated"`) time programs of 1 and
+    `sweep_epochs` epochs, interleaved, `repeats` each, and fit the line
+    T(e) = fixed + e * per_epoch through the two medians: the fixed part (the
+    final full-data evaluation, layout changes) is counted once, not 50/e
+    times. T(50) = fixed + 50 * per_epoch. `extrapolation_check` compares this
+    with the real 50-epoch calls of the headline configurations;
+  * a configuration whose 1-epoch warm-up already shows it is slower than
+    `prune_ratio` x the best so far, or slower than `call_limit_s`, keeps that
+    single cold sample, plainly scaled (`extrapolation: "plain"`, pessimistic),
+    and its formulation's larger chunks are skipped; so is a chunk whose
+    call time, predicted linearly from the previous chunk, exceeds
+    `call_limit_s`. A compile longer than `compile_limit_s` marks the
+    configuration skipped (an in-process compile cannot be interrupted, so this
+    is checked after the fact).
 
-Output: a readable table on stdout and a JSON file (schema in `_SCHEMA_DOC`).
-`--quick` runs a seconds-long smoke version (1 epoch, tiny chunks).
+Output: a readable table on stdout and a JSON file (layout in `_SCHEMA_DOC`).
+`--quick` runs a smoke version (1 epoch, tiny chunks, well under a minute).
 """
 
 from __future__ import annotations
@@ -59,63 +65,78 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cubist import data, masks, mlp, train
+from cubist import data, masks, mlp, order, train
 
-_SCHEMA = "cubist.bench/1"
+_SCHEMA = "cubist.bench/2"
 _SCHEMA_DOC = """\
 schema, timestamp, command_line, argv, quick, total_seconds, loadavg{start,end},
-machine{platform, processor, uname, cpu_count, python, jax, jaxlib, numpy, devices, backend,
+machine{platform, processor, uname, cpu_count, python, jax, jaxlib, numpy, backend, devices,
         xla_flags},
-settings{epochs, batch_size, num_points, batches_per_epoch, repeats, sweep_epochs, shared_order,
-         call_limit_s, compile_limit_s, tolerance, statistic, extrapolation},
-dense_w16{description, width, masks, sweep[measurement], best(measurement, real epochs)},
-structured_333{..., slice_width, sweep, best},
-sharded{device_count, xla_flags, status, dense_w16{sweep, best}, structured_333{sweep, best}},
-data_order{epoch_batches_ms_per_key, dense_w16{shared, per_experiment, ...}, structured_333{...}},
-extrapolation_check{tolerance, valid, checks[...]},
-oracle{seconds_per_run, seconds_per_run_min, ..., raw},
-speedup{dense_w16{...}, structured_333{...}},
-targets{dense_w16{target_runs_per_s, achieved_runs_per_s, config, met}, structured_333{...}},
-per_width{epochs_timed, basis, widths{w: {best, measurements}}},
-recommendations{"1".."16": {formulation, chunk, runs_per_s, measured_width, basis}}.
-A measurement: {label, width, masks, formulation, chunk, epochs, shared_order, devices, status
-("ok"|"skipped"), reason?, lower_s, compile_s, first_call_s, samples_s, median_s, warm,
-seconds_per_run_epochs (a full run's call, measured or extrapolated), runs_per_s, basis
-("measured"|"extrapolated"), loadavg_1m}."""
+settings{epochs, sweep_epochs, repeats, shared_order, order, batch_size, num_points,
+         batches_per_epoch, call_limit_s, compile_limit_s, prune_ratio, tolerance, statistic,
+         extrapolation, ...},
+dense_w16 / structured_333{description, masks, width, slice_width?, sweep[measurement],
+         best (measurement: a real run_epochs call of the sweep's fastest configuration)},
+sharded{status, device_count, devices, xla_flags, child_seconds,
+        dense_w16 / structured_333{sweep[measurement], best}},
+data_order{order_generation_ms_per_key_epoch{feistel, sort}, dense_w16 / structured_333{
+           variants{"own/feistel", "shared/feistel", "own/sort", "shared/sort": measurement},
+           ms_per_experiment_epoch_vs_shared_feistel{...}}},
+extrapolation_check{tolerance, valid, checks[{config, extrapolated_s, measured_s,
+                    relative_error, within_tolerance, ...}]},
+oracle{status, seconds_per_run (median-based), seconds_per_run_min, threads, raw},
+speedup{dense_w16 / structured_333{runs_per_s, config, oracle_seconds_per_run, per_machine,
+        per_core, cores}},
+targets{dense_w16 / structured_333{target_runs_per_s, achieved_runs_per_s, config, met}},
+per_width{epochs_timed, run_epochs, basis, widths{"w": {best, measurements}}, buckets, chunk_plan},
+recommendations{"1".."16": {formulation, chunk, runs_per_s, measured_width, basis} | null},
+chunk_plan{unit_max_width, chunk_sizes[[max_width, chunk], ...]} (engine.ChunkPlan fields).
+A measurement: {label, masks, width, formulation, chunk, devices, shared_order, order, epochs
+(of the timed call), run_epochs, status "ok"|"skipped", reason?, note?, basis
+"measured"|"extrapolated", extrapolation "fit"|"plain"?, lower_s, compile_s, first_call_s,
+samples_s (epochs-epoch calls), median_s, samples_1epoch_s?, median_1epoch_s?, fit{
+per_epoch_s, fixed_s}?, warm, seconds_per_run_epochs (one run_epochs call), runs_per_s,
+ms_per_experiment_epoch, loadavg_1m, loadavg_1m_end}."""
 
 DENSE_WIDTH = 16
 STRUCTURED_WIDTHS = (3, 3, 3)
 TARGETS = {"dense_w16": 4.0, "structured_333": 25.0}
+SECTIONS = ("dense_w16", "structured_333")
 DEFAULT_PER_WIDTH_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 16)
+# The phase-1 answer of our random-init 95% search (README).
+SEARCH95_WIDTHS = (7, 1, 4)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "bench.json", "Where to write the JSON results.")
-flags.DEFINE_bool("quick", False, "Tiny smoke version: 1 epoch, tiny chunks, seconds.")
+flags.DEFINE_bool("quick", False, "Smoke version: 1 epoch, tiny chunks, well under a minute.")
 flags.DEFINE_integer("epochs", 50, "Epochs of a full run (the paper's 50).")
-flags.DEFINE_integer("repeats", 3, "Timed warm calls per configuration (median reported).")
-flags.DEFINE_integer("sweep_epochs", 2, "Epochs per timed call in sweeps (extrapolated).")
+flags.DEFINE_integer("repeats", 3, "Timed warm calls per program (median reported).")
+flags.DEFINE_integer("sweep_epochs", 2, "Epochs of the longer sweep program (fit with 1 epoch).")
 flags.DEFINE_list("dense_chunks", ["64", "128", "256", "512"], "Chunk sizes for (a).")
 flags.DEFINE_list("sparse_chunks", ["128", "256", "512", "1024", "2048"],
                   "Chunk sizes for (b).")
 flags.DEFINE_list("formulations", list(train.FORMULATIONS), "Formulations to measure.")
-flags.DEFINE_bool("shared_order", True,
-                  "Sweeps and headline use one shared data order per epoch "
-                  "(per-experiment orders are measured separately under data_order).")
-flags.DEFINE_float("call_limit_s", 40.0,
-                   "Skip a configuration whose predicted call time exceeds this; a slower "
-                   "first call is kept as a single cold sample.")
+flags.DEFINE_bool("shared_order", False,
+                  "Sweeps and headline share one data order per epoch across experiments "
+                  "(default: each experiment its own, as the engine runs them).")
+flags.DEFINE_enum("order", "feistel", list(order.ORDER_METHODS),
+                  "How epoch permutations are drawn in sweeps and headline (cubist.order).")
+flags.DEFINE_float("call_limit_s", 40.0, "Skip a configuration whose predicted call time "
+                   "exceeds this; a slower warm-up keeps a single cold sample.")
 flags.DEFINE_float("compile_limit_s", 120.0, "Record a configuration whose compile exceeds "
                    "this as skipped (its calls are not run).")
-flags.DEFINE_float("prune_ratio", 0.33,
-                   "In sweeps, a configuration slower than this fraction of the best runs/s "
-                   "so far gets one cold sample and ends its formulation's series (0: off).")
+flags.DEFINE_float("prune_ratio", 0.33, "A configuration whose warm-up is below this fraction "
+                   "of the best runs/s so far in its sweep keeps one cold sample and ends its "
+                   "formulation's series (0: off).")
 flags.DEFINE_float("tolerance", 0.05, "Allowed relative error of the epoch extrapolation.")
 flags.DEFINE_bool("headline", True, "Run real full-epoch calls for the best configurations.")
+flags.DEFINE_bool("headline_warmup", False, "Precede the real full-epoch calls with an untimed "
+                  "one (default: the first call after the ahead-of-time compile is a sample).")
 flags.DEFINE_bool("sharded", True, "Measure the best configurations sharded over all local "
-                  "devices in a subprocess.")
-flags.DEFINE_integer("sharded_devices", 0, "Host devices for the sharded subprocess "
+                  "devices, in a subprocess.")
+flags.DEFINE_integer("sharded_devices", 0, "Host devices of the sharded subprocess "
                      "(0: os.cpu_count()).")
-flags.DEFINE_bool("data_order", True, "Measure shared_order=False for the best configurations.")
+flags.DEFINE_bool("data_order", True, "Measure the other data orders for the best configs.")
 flags.DEFINE_bool("oracle", True, "Time the PyTorch oracle.")
 flags.DEFINE_bool("per_width", True, "Measure the per-width recommendation table.")
 flags.DEFINE_list("per_width_widths", [str(w) for w in DEFAULT_PER_WIDTH_WIDTHS],
@@ -139,12 +160,12 @@ def make_inputs(chunk: int, mask_widths: Sequence[int] | None, width: int | None
 
   Initial weights are width-16 PyTorch-default draws, U(-1/sqrt(fan_in),
   1/sqrt(fan_in)) as `mlp.init`, made with numpy so that building a chunk
-  compiles nothing (the cost of a run does not depend on the values), then
-  sliced as the search carves narrower networks out of the width-16 model.
-  `mask_widths=(d1, d2, d3)` gives the structured mask inside width 16, sliced
-  to its occupied width (exact: the units beyond are inert); `mask_widths=None`
-  gives all-ones masks at `width`. Keys are random raw uint32 pairs; learning
-  rates and schedules vary across the chunk (they are data, not constants).
+  compiles nothing, then sliced as the search carves narrower networks out of
+  the width-16 model. `mask_widths=(d1, d2, d3)` gives the structured mask
+  inside width 16, sliced to its occupied width (exact: the units beyond are
+  inert); `mask_widths=None` gives all-ones masks at `width` (default 16).
+  Keys are random raw uint32 pairs; learning rates (0.01..0.1) and schedules
+  vary across the chunk, as in a sweep.
   """
   rng = np.random.default_rng(seed)
   params = []
@@ -154,16 +175,15 @@ def make_inputs(chunk: int, mask_widths: Sequence[int] | None, width: int | None
         rng.uniform(-bound, bound, (chunk,) + weight_shape).astype(np.float32),
         rng.uniform(-bound, bound, (chunk,) + bias_shape).astype(np.float32)))
   if mask_widths is None:
-    full = masks.structured_masks((DENSE_WIDTH,) * 3, DENSE_WIDTH)
     run_width = DENSE_WIDTH if width is None else width
+    mask = tuple(mlp.Layer(np.ones((chunk,) + w, bool), np.ones((chunk,) + b, bool))
+                 for w, b in mlp.layer_shapes(run_width))
   else:
     full = masks.structured_masks(tuple(mask_widths), DENSE_WIDTH)
     run_width = masks.occupied_width(full)
-  mask = mlp.slice_params(
-      tuple(mlp.Layer(*(np.broadcast_to(a, (chunk,) + a.shape) for a in layer)) for layer in full),
-      run_width)
-  if mask_widths is None:
-    mask = tuple(mlp.Layer(*(np.ones(a.shape, bool) for a in layer)) for layer in mask)
+    mask = mlp.slice_params(
+        tuple(mlp.Layer(*(np.broadcast_to(a, (chunk,) + a.shape) for a in layer))
+              for layer in full), run_width)
   inputs = train.TrainInputs(
       key=rng.integers(0, 2**32, (chunk, 2), dtype=np.uint32),
       lr=rng.uniform(0.01, 0.1, chunk).astype(np.float32),
@@ -182,104 +202,151 @@ def _loadavg() -> float | None:
     return None
 
 
-def _extrapolated(seconds: float, epochs_timed: int, epochs: int) -> float:
-  return seconds * epochs / epochs_timed
+def _order_label(record: dict[str, Any]) -> str:
+  return f"{'shared' if record.get('shared_order') else 'own'}/{record.get('order', '?')}"
+
+
+def _call_seconds(record: dict[str, Any], epochs: int) -> float:
+  """A record's (estimated) seconds for one `epochs`-epoch call."""
+  return record["seconds_per_run_epochs"] * epochs / record["run_epochs"]
 
 
 def measure(x, y, *, label: str, mask_widths: Sequence[int] | None, width: int | None,
             formulation: str, chunk: int, epochs: int, run_epochs: int, repeats: int,
-            shared_order: bool, call_limit_s: float, compile_limit_s: float,
-            mesh: jax.sharding.Mesh | None = None,
+            shared_order: bool, order_method: str, call_limit_s: float,
+            compile_limit_s: float, mesh: jax.sharding.Mesh | None = None,
             predicted_call_s: float | None = None,
-            dominated_below: float = 0.0) -> dict[str, Any]:
+            dominated_below: float = 0.0, warmup: bool = True) -> dict[str, Any]:
   """Time one configuration; returns a measurement record (see `_SCHEMA_DOC`).
 
-  epochs: epochs per timed call; run_epochs: epochs of a full run (50). If they
-  differ the per-run seconds are extrapolated linearly (basis "extrapolated").
-  dominated_below: if the first call's runs/s is below this, keep it as a single
-  cold sample (no repeats) and mark the record `dominated`.
+  epochs == run_epochs: real calls (warm-up, then `repeats`). Otherwise the
+  1-epoch and `epochs`-epoch programs are timed, interleaved, and the line
+  through their medians gives the run_epochs time (module docstring).
+  predicted_call_s: skip if above call_limit_s. dominated_below: runs/s under
+  which the warm-up is kept as a single cold sample (record `dominated`).
+  warmup=False (real calls only): the first call after the ahead-of-time
+  compile counts as the first of the `repeats` samples; used for the long
+  headline calls, where `first_call_over_median` in the sweeps shows that a
+  first call after `.compile()` costs the same as later ones.
   """
   record: dict[str, Any] = {
       "label": label, "masks": "dense" if mask_widths is None else list(mask_widths),
-      "formulation": formulation, "chunk": chunk, "epochs": epochs, "run_epochs": run_epochs,
-      "shared_order": shared_order, "devices": 1 if mesh is None else mesh.size,
+      "width": width, "formulation": formulation, "chunk": chunk,
+      "devices": 1 if mesh is None else mesh.size, "shared_order": shared_order,
+      "order": order_method, "epochs": epochs, "run_epochs": run_epochs,
       "basis": "measured" if epochs == run_epochs else "extrapolated",
       "loadavg_1m": _loadavg()}
   if mesh is not None and chunk % mesh.size:
-    return {**record, "width": width, "status": "skipped",
+    return {**record, "status": "skipped",
             "reason": f"chunk {chunk} is not divisible by {mesh.size} devices"}
   if predicted_call_s is not None and predicted_call_s > call_limit_s:
-    return {**record, "width": width, "status": "skipped",
-            "reason": (f"predicted call time {predicted_call_s:.1f} s (linear in chunk from "
-                       f"the previous chunk) exceeds call_limit_s={call_limit_s:g}"),
-            "predicted_call_s": round(predicted_call_s, 2)}
+    return {**record, "status": "skipped", "predicted_call_s": round(predicted_call_s, 2),
+            "reason": (f"predicted call {predicted_call_s:.1f} s (linear in chunk) > "
+                       f"call_limit_s={call_limit_s:g}")}
   inputs, run_width = make_inputs(chunk, mask_widths, width)
   record["width"] = run_width
-  static = train.TrainStatic(width=run_width, epochs=epochs, formulation=formulation,
-                             shared_order=shared_order)
   if mesh is not None:
-    spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.EXPERIMENT_AXIS))
-    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    inputs = jax.device_put(inputs, spec)
-    x, y = jax.device_put(x, rep), jax.device_put(y, rep)
+    experiments = jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec(train.EXPERIMENT_AXIS))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    inputs = jax.device_put(inputs, experiments)
+    x, y = jax.device_put(x, replicated), jax.device_put(y, replicated)
   jax.block_until_ready((x, y, inputs))
-  jitted = train.make_train(static, mesh=mesh)
-  t0 = time.perf_counter()
-  lowered = jitted.lower(x, y, inputs)
-  t1 = time.perf_counter()
-  compiled = lowered.compile()
-  t2 = time.perf_counter()
-  record.update(lower_s=round(t1 - t0, 3), compile_s=round(t2 - t1, 3))
-  if t2 - t0 > compile_limit_s:
+
+  def build(program_epochs: int):
+    static = train.TrainStatic(width=run_width, epochs=program_epochs, formulation=formulation,
+                               shared_order=shared_order, order=order_method)
+    t0 = time.perf_counter()
+    lowered = train.make_train(static, mesh=mesh).lower(x, y, inputs)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    record["lower_s"] = round(record.get("lower_s", 0.0) + t1 - t0, 3)
+    record["compile_s"] = round(record.get("compile_s", 0.0) + t2 - t1, 3)
+    if t2 - t0 > compile_limit_s:
+      return None
+
+    def call() -> float:
+      start = time.perf_counter()
+      jax.block_until_ready(compiled(x, y, inputs))
+      return time.perf_counter() - start
+    return call
+
+  def too_slow():
     return {**record, "status": "skipped",
-            "reason": f"compile took {t2 - t0:.1f} s > compile_limit_s={compile_limit_s:g}"}
+            "reason": f"compile took {record['compile_s']:.1f} s > "
+                      f"compile_limit_s={compile_limit_s:g}"}
 
-  def call() -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(x, y, inputs))
-    return time.perf_counter() - start
-
-  first = call()
+  fit = epochs != run_epochs and epochs > 1
+  first_epochs = 1 if fit else epochs
+  first_program = build(first_epochs)
+  if first_program is None:
+    return too_slow()
+  first = first_program()
   record["first_call_s"] = round(first, 4)
-  first_runs = chunk / _extrapolated(first, epochs, run_epochs)
-  if first_runs < dominated_below:
-    samples, warm = [first], False
+  plain_per_run = first * run_epochs / first_epochs
+  single = None
+  if chunk / plain_per_run < dominated_below:
+    single = (f"dominated: warm-up gives {chunk / plain_per_run:.2f} runs/s < "
+              f"{dominated_below:.2f} (prune_ratio x best so far)")
     record["dominated"] = True
-    record["note"] = (f"dominated: first call gives {first_runs:.2f} runs/s < "
-                      f"{dominated_below:.2f} (prune_ratio x best so far); single cold sample")
-  elif first > call_limit_s:
-    samples, warm = [first], False
-    record["note"] = (f"first call took {first:.1f} s > call_limit_s={call_limit_s:g}: "
-                      "kept as a single cold sample")
-  else:
-    samples, warm = [call() for _ in range(max(1, repeats))], True
-  median = float(np.median(samples))
-  per_run = _extrapolated(median, epochs, run_epochs)
-  record.update(status="ok", samples_s=[round(s, 4) for s in samples],
-                median_s=round(median, 4), warm=warm,
-                seconds_per_run_epochs=round(per_run, 3),
-                runs_per_s=round(chunk / per_run, 4),
-                ms_per_experiment_epoch=round(1e3 * median / (chunk * epochs), 4))
-  record["loadavg_1m_end"] = _loadavg()
+  elif first * epochs / first_epochs > call_limit_s:
+    single = f"a call takes ~{first * epochs / first_epochs:.1f} s > call_limit_s={call_limit_s:g}"
+  if single is not None:
+    record.update(status="ok", warm=False, samples_s=[round(first, 4)],
+                  median_s=round(first, 4), note=single + "; single cold sample, plain scaling")
+    if fit:
+      record.update(extrapolation="plain", epochs=first_epochs)
+    return _finish(record, plain_per_run, chunk, first_epochs, first)
+
+  if not fit:
+    samples = [] if warmup else [first]
+    samples += [first_program() for _ in range(max(1, repeats) - len(samples))]
+    median = float(np.median(samples))
+    record.update(status="ok", warm=True, samples_s=[round(s, 4) for s in samples],
+                  median_s=round(median, 4))
+    return _finish(record, median * run_epochs / epochs, chunk, epochs, median)
+
+  long_program = build(epochs)
+  if long_program is None:
+    return too_slow()
+  short, long = [], []
+  for _ in range(max(1, repeats)):
+    short.append(first_program())
+    long.append(long_program())
+  t_short, t_long = float(np.median(short)), float(np.median(long))
+  per_epoch = (t_long - t_short) / (epochs - 1)
+  record.update(status="ok", warm=True, samples_s=[round(s, 4) for s in long],
+                median_s=round(t_long, 4), samples_1epoch_s=[round(s, 4) for s in short],
+                median_1epoch_s=round(t_short, 4))
+  if per_epoch <= 0:  # noise swamped the slope: fall back to plain scaling of the long call
+    record.update(extrapolation="plain",
+                  note="non-positive fitted slope (timing noise): plain scaling")
+    return _finish(record, t_long * run_epochs / epochs, chunk, epochs, t_long)
+  fixed = t_short - per_epoch
+  record.update(extrapolation="fit",
+                fit={"per_epoch_s": round(per_epoch, 5), "fixed_s": round(fixed, 5)})
+  return _finish(record, fixed + per_epoch * run_epochs, chunk, 1, per_epoch)
+
+
+def _finish(record, per_run: float, chunk: int, epochs: int, seconds: float):
+  record.update(seconds_per_run_epochs=round(per_run, 4), runs_per_s=round(chunk / per_run, 4),
+                ms_per_experiment_epoch=round(1e3 * seconds / (chunk * epochs), 4),
+                loadavg_1m_end=_loadavg())
   return record
 
 
 def sweep(x, y, *, label: str, mask_widths, width, formulations: Iterable[str],
           chunks: Iterable[int], epochs: int, run_epochs: int, repeats: int,
-          shared_order: bool, call_limit_s: float, compile_limit_s: float,
+          shared_order: bool, order_method: str, call_limit_s: float, compile_limit_s: float,
           prune_ratio: float = 0.0, mesh=None, log: Callable[[str], None] = print,
           reuse: dict | None = None) -> list[dict[str, Any]]:
   """`measure` every formulation at every chunk size, chunks ascending.
 
-  Two rules keep slow configurations from eating the time budget:
-  * a formulation's next chunk is skipped if its call time, predicted
-    linearly from that formulation's previous chunk, exceeds `call_limit_s`
-    (and every larger chunk after a skip is skipped too);
-  * with `prune_ratio > 0`, a configuration whose first call is slower than
-    `prune_ratio` x the best runs/s so far in this sweep keeps that single cold
-    sample (no repeats) and the formulation's larger chunks are skipped
-    ("dominated").
-  `reuse` maps (width, formulation, chunk) to existing records used as is.
+  A formulation's series stops (larger chunks recorded as skipped) after a
+  skipped, dominated or over-long configuration; the next chunk's call time is
+  predicted linearly from the previous one. `reuse` maps (width, formulation,
+  chunk) to records of the same settings, used as they are.
   """
   results = []
   previous: dict[str, dict[str, Any]] = {}
@@ -290,20 +357,21 @@ def sweep(x, y, *, label: str, mask_widths, width, formulations: Iterable[str],
       last = previous.get(formulation)
       if reuse is not None and key in reuse:
         record = dict(reuse[key], label=label)
-      elif last is not None and (last["status"] != "ok" or last.get("dominated")):
-        record = {k: v for k, v in last.items()
-                  if k in ("masks", "formulation", "epochs", "run_epochs", "shared_order",
-                           "devices", "basis", "width")}
-        why = last.get("reason") or last.get("note")
-        record.update(label=label, chunk=chunk, status="skipped",
-                      reason=f"after chunk {last['chunk']}: {why}")
+      elif last is not None and (last["status"] != "ok" or not last.get("warm", True)):
+        record = {k: last[k] for k in ("masks", "width", "formulation", "devices",
+                                       "shared_order", "order", "epochs", "run_epochs", "basis")
+                  if k in last}
+        why = last.get("root_reason") or last.get("reason") or last.get("note")
+        record.update(label=label, chunk=chunk, status="skipped", root_reason=why,
+                      reason=f"stopped at chunk {last.get('stopped_at', last['chunk'])}: {why}",
+                      stopped_at=last.get("stopped_at", last["chunk"]))
       else:
-        predicted = None if last is None else last["median_s"] * chunk / last["chunk"]
+        predicted = None if last is None else _call_seconds(last, epochs) * chunk / last["chunk"]
         record = measure(x, y, label=label, mask_widths=mask_widths, width=width,
                          formulation=formulation, chunk=chunk, epochs=epochs,
                          run_epochs=run_epochs, repeats=repeats, shared_order=shared_order,
-                         call_limit_s=call_limit_s, compile_limit_s=compile_limit_s,
-                         mesh=mesh, predicted_call_s=predicted,
+                         order_method=order_method, call_limit_s=call_limit_s,
+                         compile_limit_s=compile_limit_s, mesh=mesh, predicted_call_s=predicted,
                          dominated_below=prune_ratio * best_runs)
       results.append(record)
       log(_row(record))
@@ -313,30 +381,39 @@ def sweep(x, y, *, label: str, mask_widths, width, formulations: Iterable[str],
   return results
 
 
-def best_of(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+def best_of(records: Iterable[dict[str, Any] | None]) -> dict[str, Any] | None:
   """The record with the most runs/s (None if none was measured)."""
-  ok = [r for r in records if r.get("status") == "ok"]
+  ok = [r for r in records if r is not None and r.get("status") == "ok"]
   return max(ok, key=lambda r: r["runs_per_s"]) if ok else None
+
+
+def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
+  if record is None:
+    return None
+  keys = ("width", "formulation", "chunk", "devices", "shared_order", "order", "epochs",
+          "median_s", "seconds_per_run_epochs", "runs_per_s", "basis", "extrapolation")
+  return {k: record[k] for k in keys if k in record}
 
 
 # --------------------------------------------------------------------------- table
 
 
-_HEADER = (f"{'label':<16} {'w':>2} {'form':<4} {'dev':>3} {'chunk':>5} {'ep':>3} "
-           f"{'order':<6} {'compile':>7} {'median':>8} {'s/run':>8} {'runs/s':>8} basis")
+_HEADER = (f"{'label':<22} {'w':>2} {'form':<4} {'dev':>3} {'chunk':>5} {'order':<14} "
+           f"{'ep':>3} {'compile':>7} {'call_s':>7} {'s/run':>7} {'runs/s':>8} basis")
 
 
 def _row(r: dict[str, Any]) -> str:
-  order = "shared" if r.get("shared_order") else "own"
-  head = (f"{r.get('label', ''):<16} {str(r.get('width', '')):>2} {r['formulation']:<4} "
-          f"{r.get('devices', 1):>3} {r['chunk']:>5} {r['epochs']:>3} {order:<6} ")
+  head = (f"{str(r.get('label', ''))[:22]:<22} {str(r.get('width', '')):>2} "
+          f"{r['formulation']:<4} {r.get('devices', 1):>3} {r['chunk']:>5} "
+          f"{_order_label(r):<14} {r.get('epochs', ''):>3} ")
+  compile_s = r.get("compile_s")
+  head += f"{compile_s:>7.1f} " if compile_s is not None else f"{'-':>7} "
   if r.get("status") != "ok":
-    compile_s = r.get("compile_s")
-    return head + (f"{compile_s:>7.1f} " if compile_s is not None else f"{'-':>7} ") + \
-        f"skipped: {r.get('reason', '')}"
-  per_run_per_exp = r["seconds_per_run_epochs"] / r["chunk"]
-  return head + (f"{r['compile_s']:>7.1f} {r['median_s']:>8.3f} {per_run_per_exp:>8.4f} "
-                 f"{r['runs_per_s']:>8.2f} {r['basis']}{'' if r.get('warm', True) else ' (cold)'}")
+    return head + f"skipped: {r.get('reason', '')}"
+  per_run = r["seconds_per_run_epochs"] / r["chunk"]
+  basis = r["basis"] + (f" ({r['extrapolation']})" if "extrapolation" in r else "")
+  return head + (f"{r['median_s']:>7.3f} {per_run:>7.4f} {r['runs_per_s']:>8.2f} {basis}"
+                 f"{'' if r.get('warm', True) else ', cold'}")
 
 
 # --------------------------------------------------------------------------- per width
@@ -345,43 +422,65 @@ def _row(r: dict[str, Any]) -> str:
 def default_chunks(width: int) -> tuple[int, ...]:
   """Chunk sizes tried for the recommendation table: wider nets, smaller chunks."""
   if width <= 2:
-    return (512, 2048, 4096)
+    return (512, 2048)
   if width <= 4:
-    return (256, 1024, 2048)
+    return (256, 1024)
   if width <= 8:
     return (128, 512)
   return (64, 256)
+
+
+def chunk_plan(buckets: dict[str, Any]) -> dict[str, Any] | None:
+  """`engine.ChunkPlan` fields from per-width buckets: unit up to a width, chunk per range."""
+  widths = sorted(int(w) for w, b in buckets.items() if b is not None)
+  if not widths:
+    return None
+  unit_max = 0
+  for w in widths:
+    if buckets[str(w)]["formulation"] != "unit":
+      break
+    unit_max = w
+  sizes: list[list[int]] = []
+  for w in widths:
+    chunk = buckets[str(w)]["chunk"]
+    if sizes and sizes[-1][1] == chunk:
+      sizes[-1][0] = w
+    else:
+      sizes.append([w, chunk])
+  return {"unit_max_width": unit_max, "chunk_sizes": sizes,
+          "note": "widths above unit_max_width use dot; chunk_sizes are (max_width, chunk)"}
 
 
 def measure_recommendations(
     x, y, *, widths: Sequence[int] = DEFAULT_PER_WIDTH_WIDTHS,
     chunks_for_width: Callable[[int], Sequence[int]] = default_chunks,
     formulations: Sequence[str] = train.FORMULATIONS, epochs: int = 2, run_epochs: int = 50,
-    repeats: int = 3, shared_order: bool = True, call_limit_s: float = 40.0,
-    compile_limit_s: float = 120.0, prune_ratio: float = 0.33, reuse: dict | None = None,
-    max_width: int = DENSE_WIDTH, log: Callable[[str], None] = print) -> dict[str, Any]:
+    repeats: int = 3, shared_order: bool = False, order_method: str = "feistel",
+    call_limit_s: float = 40.0, compile_limit_s: float = 120.0, prune_ratio: float = 0.33,
+    reuse: dict | None = None, max_width: int = DENSE_WIDTH,
+    log: Callable[[str], None] = print) -> dict[str, Any]:
   """Fastest formulation and chunk size per width bucket (extrapolated from short calls).
 
-  Each width in `widths` is timed with all-ones masks at that width for every
-  formulation and `chunks_for_width(width)` chunk size, `epochs` epochs per
-  warm call, extrapolated linearly to `run_epochs` (basis "extrapolated": for
-  ranking; the fixed final-evaluation cost is over-counted alike in all).
-  `reuse` maps (width, formulation, chunk) to an existing record of the same
-  epochs and settings, which is reused instead of re-measured.
+  Each width in `widths` is timed with all-ones masks for every formulation
+  and `chunks_for_width(width)` chunk, with `sweep`'s rules (1- and
+  `epochs`-epoch programs, fitted and extrapolated to `run_epochs`). `reuse`
+  maps (width, formulation, chunk) to existing records of the same settings.
 
-  Returns {"epochs_timed", "run_epochs", "basis", "widths": {str(w): {"best",
-  "measurements"}}, "buckets": {str(w) for 1..max_width: {"formulation",
-  "chunk", "runs_per_s", "measured_width", "basis"}}}. A width that was not
-  measured takes the recommendation of the smallest measured width above it
-  (the engine pads a network up to its bucket's width, which is exact).
+  Returns {"epochs_timed", "run_epochs", "basis", "shared_order", "order",
+  "widths": {str(w): {"best", "measurements"}}, "buckets": {str(w) for w in
+  1..max_width: {"formulation", "chunk", "runs_per_s", "measured_width",
+  "basis"} or None}, "chunk_plan"}. A width that was not measured takes the
+  recommendation of the smallest measured width above it (the engine pads a
+  network up to its bucket's width, which is exact).
   """
   measured: dict[str, Any] = {}
-  for width in sorted(set(int(w) for w in widths)):
+  for width in sorted({int(w) for w in widths}):
     records = sweep(x, y, label=f"per-width w{width}", mask_widths=None, width=width,
                     formulations=formulations, chunks=chunks_for_width(width), epochs=epochs,
                     run_epochs=run_epochs, repeats=repeats, shared_order=shared_order,
-                    call_limit_s=call_limit_s, compile_limit_s=compile_limit_s,
-                    prune_ratio=prune_ratio, log=log, reuse=reuse)
+                    order_method=order_method, call_limit_s=call_limit_s,
+                    compile_limit_s=compile_limit_s, prune_ratio=prune_ratio, log=log,
+                    reuse=reuse)
     measured[str(width)] = {"best": _brief(best_of(records)), "measurements": records}
   buckets: dict[str, Any] = {}
   measured_widths = sorted(int(w) for w, v in measured.items() if v["best"] is not None)
@@ -396,15 +495,8 @@ def measure_recommendations(
                            "basis": best["basis"]}
   return {"epochs_timed": epochs, "run_epochs": run_epochs,
           "basis": "extrapolated" if epochs != run_epochs else "measured",
-          "shared_order": shared_order, "widths": measured, "buckets": buckets}
-
-
-def _brief(record: dict[str, Any] | None) -> dict[str, Any] | None:
-  if record is None:
-    return None
-  keys = ("width", "formulation", "chunk", "devices", "epochs", "median_s",
-          "seconds_per_run_epochs", "runs_per_s", "basis", "shared_order")
-  return {k: record[k] for k in keys if k in record}
+          "shared_order": shared_order, "order": order_method, "widths": measured,
+          "buckets": buckets, "chunk_plan": chunk_plan(buckets)}
 
 
 # --------------------------------------------------------------------------- machine
@@ -438,25 +530,26 @@ def _run_sharded_child(spec: dict[str, Any], out_path: str) -> None:
                             "devices": [str(d) for d in mesh.devices.flat],
                             "xla_flags": os.environ.get("XLA_FLAGS", "")}
   common = dict(run_epochs=spec["run_epochs"], repeats=spec["repeats"],
-                shared_order=spec["shared_order"], call_limit_s=spec["call_limit_s"],
+                shared_order=spec["shared_order"], order_method=spec["order"],
                 compile_limit_s=spec["compile_limit_s"], mesh=mesh)
   for name, config in spec["configs"].items():
-    mask_widths = config["mask_widths"]
     records = []
     for chunk in config["chunks"]:
-      records.append(measure(x, y, label=f"{name} sharded", mask_widths=mask_widths,
+      records.append(measure(x, y, label=f"{name} sharded", mask_widths=config["mask_widths"],
                              width=config["width"], formulation=config["formulation"],
-                             chunk=chunk, epochs=spec["sweep_epochs"], **common))
+                             chunk=chunk, epochs=spec["sweep_epochs"],
+                             call_limit_s=spec["call_limit_s"], **common))
       print(_row(records[-1]), flush=True)
     entry: dict[str, Any] = {"sweep": records, "best": None}
     top = best_of(records)
     if top is not None and spec["headline"]:
-      entry["best"] = measure(x, y, label=f"{name} sharded", mask_widths=mask_widths,
-                              width=config["width"], formulation=config["formulation"],
-                              chunk=top["chunk"], epochs=spec["run_epochs"],
-                              **{**common, "call_limit_s": float("inf")})
+      entry["best"] = measure(x, y, label=f"{name} sharded best",
+                              mask_widths=config["mask_widths"], width=config["width"],
+                              formulation=config["formulation"], chunk=top["chunk"],
+                              epochs=spec["run_epochs"], call_limit_s=float("inf"),
+                              warmup=spec["headline_warmup"], **common)
       print(_row(entry["best"]), flush=True)
-    elif top is not None:
+    else:
       entry["best"] = top
     result[name] = entry
   with open(out_path, "w") as f:
@@ -507,20 +600,9 @@ def measure_oracle(run_epochs: int, repeats: int, epochs: int = 1) -> dict[str, 
           "seconds_per_run": raw["seconds_per_epoch_median"] * run_epochs,
           "seconds_per_run_min": raw["projected_seconds_per_run"],
           "statistic": (f"median (and min) of {raw['repeats']} calls of {epochs} epoch(s), "
-                        f"extrapolated linearly to {run_epochs} epochs"),
+                        f"scaled linearly to {run_epochs} epochs"),
           "basis": "extrapolated" if epochs != run_epochs else "measured",
           "threads": raw["num_threads"], "raw": raw}
-
-
-# --------------------------------------------------------------------------- main flow
-
-
-def _parse_chunks(values: Sequence[str]) -> list[int]:
-  return sorted({int(v) for v in values})
-
-
-def _combined_best(*records) -> dict[str, Any] | None:
-  return best_of([r for r in records if r is not None])
 
 
 def _speedup(best: dict[str, Any] | None, oracle: dict[str, Any], cores: int):
@@ -529,11 +611,71 @@ def _speedup(best: dict[str, Any] | None, oracle: dict[str, Any], cores: int):
   runs = best["runs_per_s"]
   seconds = oracle["seconds_per_run"]
   return {"runs_per_s": runs, "config": _brief(best), "oracle_seconds_per_run": seconds,
-          "oracle_threads": oracle["threads"], "cores": cores,
-          "per_machine": round(runs * seconds, 2),
-          "per_core": round(runs * seconds / cores, 2),
-          "note": ("per_machine = runs/s x oracle s/run (oracle on one thread); per_core "
+          "oracle_width": oracle["width"], "oracle_threads": oracle["threads"], "cores": cores,
+          "per_machine": round(runs * seconds, 2), "per_core": round(runs * seconds / cores, 2),
+          "note": ("per_machine = runs/s x oracle s/run (the oracle on one thread, dense width "
+                   "16, as the reference trains masked networks at full width); per_core "
                    "divides by the machine's cores, i.e. against one oracle per core")}
+
+
+# --------------------------------------------------------------------------- data order
+
+
+def _order_generation_ms(keys: int = 256, repeats: int = 3) -> dict[str, float]:
+  """ms per key and epoch to draw one epoch's batches alone, per order method."""
+  key_array = jnp.asarray(np.random.default_rng(0).integers(0, 2**32, (keys, 2), np.uint32))
+  out = {}
+  for method in order.ORDER_METHODS:
+    fn = jax.jit(jax.vmap(lambda k, m=method: order.epoch_batches(
+        k, data.NUM_POINTS, data.BATCH_SIZE, m)))
+    jax.block_until_ready(fn(key_array))
+    samples = []
+    for _ in range(max(1, repeats)):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(key_array))
+      samples.append(time.perf_counter() - t0)
+    out[method] = round(1e3 * float(np.median(samples)) / keys, 4)
+  return out
+
+
+def _measure_data_order(x, y, result, sections, settings, log) -> dict[str, Any]:
+  """Every (shared, method) data order for the best sweep configuration of each section."""
+  out: dict[str, Any] = {
+      "status": "ok",
+      "order_generation_ms_per_key_epoch": _order_generation_ms(settings["order_keys"]),
+      "order_generation_note": (f"jit(vmap(order.epoch_batches)) over {settings['order_keys']} "
+                                "keys, all 390 batches of one epoch, warm median")}
+  for name, section in sections.items():
+    base = best_of(result[name]["sweep"])
+    if base is None or name not in settings.get("data_order_sections", sections):
+      continue
+    variants = {_order_label(base): base}
+    for shared in (False, True):
+      for method in order.ORDER_METHODS:
+        label = f"{'shared' if shared else 'own'}/{method}"
+        if label in variants or label not in settings["data_order_variants"]:
+          continue
+        variants[label] = measure(
+            x, y, label=f"{name} order", mask_widths=section["mask_widths"],
+            width=section["width"], formulation=base["formulation"], chunk=base["chunk"],
+            epochs=settings["sweep_epochs"], run_epochs=settings["epochs"],
+            repeats=settings["repeats"], shared_order=shared, order_method=method,
+            call_limit_s=settings["call_limit_s"], compile_limit_s=settings["compile_limit_s"])
+        log(_row(variants[label]))
+    entry: dict[str, Any] = {"formulation": base["formulation"], "chunk": base["chunk"],
+                             "variants": {k: _brief(v) if v["status"] == "ok" else v
+                                          for k, v in variants.items()}}
+    reference = variants.get("shared/feistel")
+    if reference is not None and reference["status"] == "ok":
+      entry["ms_per_experiment_epoch_vs_shared_feistel"] = {
+          k: round(1e3 * (v["seconds_per_run_epochs"] - reference["seconds_per_run_epochs"])
+                   / (v["chunk"] * v["run_epochs"]), 4)
+          for k, v in variants.items() if v["status"] == "ok"}
+    out[name] = entry
+  return out
+
+
+# --------------------------------------------------------------------------- main flow
 
 
 def run_bench(settings: dict[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -548,22 +690,23 @@ def run_bench(settings: dict[str, Any], log: Callable[[str], None] = print) -> d
       "machine": machine_info()}
   run_epochs, sweep_epochs = settings["epochs"], settings["sweep_epochs"]
   result["settings"] = {
-      **{k: v for k, v in settings.items() if k != "quick"},
+      **{k: v for k, v in settings.items() if k not in ("quick", "chunks_for_width")},
       "batch_size": data.BATCH_SIZE, "num_points": data.NUM_POINTS,
       "batches_per_epoch": data.NUM_POINTS // data.BATCH_SIZE,
-      "statistic": ("median of `repeats` warm calls (jax.block_until_ready); compile "
-                    "(lower + compile) timed separately; the first call timed separately "
-                    "and excluded"),
-      "extrapolation": (f"sweeps time {sweep_epochs}-epoch calls and scale linearly to "
-                        f"{run_epochs} epochs; headline 'best' entries are real "
-                        f"{run_epochs}-epoch calls")}
-  log(f"machine: {result['machine']['processor'] or result['machine']['platform']}, "
-      f"{result['machine']['cpu_count']} cpus, jax {jax.__version__}, "
-      f"devices {result['machine']['devices']}, load {result['loadavg']['start']}")
+      "statistic": ("median of `repeats` warm calls, each ended by jax.block_until_ready; "
+                    "compile (lower + compile) timed separately; each configuration's first "
+                    "call is a warm-up, timed separately and excluded"),
+      "extrapolation": (f"sweeps fit T(e) = fixed + e * per_epoch through 1- and "
+                        f"{sweep_epochs}-epoch calls and report T({run_epochs}); headline "
+                        f"'best' entries are real {run_epochs}-epoch calls")}
+  machine = result["machine"]
+  log(f"machine: {machine['processor'] or machine['platform']}, {machine['cpu_count']} cpus, "
+      f"jax {jax.__version__}, devices {machine['devices']}, "
+      f"load {result['loadavg']['start']}")
   x, y = spiral()
-  common = dict(repeats=settings["repeats"], shared_order=settings["shared_order"],
-                call_limit_s=settings["call_limit_s"], prune_ratio=settings["prune_ratio"],
-                compile_limit_s=settings["compile_limit_s"], log=log)
+  order_kw = dict(shared_order=settings["shared_order"], order_method=settings["order"])
+  common = dict(repeats=settings["repeats"], call_limit_s=settings["call_limit_s"],
+                compile_limit_s=settings["compile_limit_s"], **order_kw)
   sections = {
       "dense_w16": dict(mask_widths=None, width=DENSE_WIDTH, chunks=settings["dense_chunks"],
                         formulations=settings.get("dense_formulations",
@@ -580,17 +723,19 @@ def run_bench(settings: dict[str, Any], log: Callable[[str], None] = print) -> d
     records = sweep(x, y, label=name, mask_widths=section["mask_widths"],
                     width=section["width"], formulations=section["formulations"],
                     chunks=section["chunks"], epochs=sweep_epochs, run_epochs=run_epochs,
-                    **common)
+                    prune_ratio=settings["prune_ratio"], log=log, **common)
     for formulation in settings["formulations"]:
       if formulation not in section["formulations"]:
         records.extend({"label": name, "width": section["width"], "formulation": formulation,
-                        "chunk": chunk, "epochs": sweep_epochs, "status": "skipped",
-                        "shared_order": settings["shared_order"], "devices": 1,
+                        "chunk": chunk, "devices": 1, "epochs": sweep_epochs,
+                        "run_epochs": run_epochs, "status": "skipped",
+                        "shared_order": settings["shared_order"], "order": settings["order"],
                         "reason": "not run with --quick (slow compile)"}
                        for chunk in section["chunks"])
-    entry = {"description": section["description"],
-             "masks": "dense" if section["mask_widths"] is None else list(section["mask_widths"]),
-             "sweep": records, "best": None}
+    entry: dict[str, Any] = {"description": section["description"],
+                             "masks": ("dense" if section["mask_widths"] is None
+                                       else list(section["mask_widths"])),
+                             "sweep": records, "best": None}
     ok = [r for r in records if r["status"] == "ok"]
     if ok:
       entry["width"] = ok[0]["width"]
@@ -598,47 +743,20 @@ def run_bench(settings: dict[str, Any], log: Callable[[str], None] = print) -> d
       entry["slice_width"] = masks.occupied_width(
           masks.structured_masks(section["mask_widths"], DENSE_WIDTH))
     top = best_of(records)
-    if top is not None:
-      if settings["headline"] and sweep_epochs != run_epochs:
-        entry["best"] = measure(
-            x, y, label=f"{name} best", mask_widths=section["mask_widths"],
-            width=section["width"], formulation=top["formulation"], chunk=top["chunk"],
-            epochs=run_epochs, run_epochs=run_epochs, repeats=settings["repeats"],
-            shared_order=settings["shared_order"], call_limit_s=float("inf"),
-            compile_limit_s=settings["compile_limit_s"])
-        log(_row(entry["best"]))
-      else:
-        entry["best"] = top
+    if top is not None and settings["headline"] and sweep_epochs != run_epochs:
+      entry["best"] = measure(
+          x, y, label=f"{name} best", mask_widths=section["mask_widths"],
+          width=section["width"], formulation=top["formulation"], chunk=top["chunk"],
+          epochs=run_epochs, run_epochs=run_epochs, warmup=settings["headline_warmup"],
+          **{**common, "call_limit_s": float("inf")})
+      log(_row(entry["best"]))
+    else:
+      entry["best"] = top
     result[name] = entry
+  result["extrapolation_check"] = _extrapolation_check(result, settings)
+  result["first_call_over_median"] = _first_call_ratio(
+      [r for name in sections for r in result[name]["sweep"]])
 
-  # Extrapolation check: the sweep's extrapolation of the best config vs its real run.
-  checks = []
-  for name in sections:
-    best = result[name]["best"]
-    if best is None or best["basis"] != "measured" or best.get("status") != "ok":
-      continue
-    swept = [r for r in result[name]["sweep"] if r["status"] == "ok"
-             and r["formulation"] == best["formulation"] and r["chunk"] == best["chunk"]]
-    if not swept or swept[0]["basis"] != "extrapolated":
-      continue
-    s = swept[0]
-    error = s["seconds_per_run_epochs"] / best["median_s"] - 1.0
-    slope = (best["median_s"] - s["median_s"]) / (run_epochs - s["epochs"])
-    checks.append({
-        "config": name, "formulation": best["formulation"], "chunk": best["chunk"],
-        "sweep_epochs": s["epochs"], "extrapolated_s": s["seconds_per_run_epochs"],
-        "measured_s": best["median_s"], "relative_error": round(error, 4),
-        "within_tolerance": abs(error) <= settings["tolerance"],
-        "seconds_per_epoch_fit": round(slope, 4),
-        "fixed_seconds_per_call_fit": round(s["median_s"] - slope * s["epochs"], 4)})
-  result["extrapolation_check"] = {
-      "tolerance": settings["tolerance"], "checks": checks,
-      "valid": bool(checks) and all(c["within_tolerance"] for c in checks),
-      "note": ("extrapolated = sweep median x run_epochs / sweep_epochs; fit = the line through "
-               "the sweep and real calls (its intercept is the per-call fixed cost, mostly the "
-               "final full-data evaluation)")}
-
-  # Sharded over all local devices, in a subprocess.
   devices = settings["sharded_devices"] or os.cpu_count() or 1
   if settings["sharded"]:
     configs = {}
@@ -646,29 +764,28 @@ def run_bench(settings: dict[str, Any], log: Callable[[str], None] = print) -> d
       top = best_of(result[name]["sweep"])
       if top is None:
         continue
-      base = top["chunk"] - top["chunk"] % devices or devices
+      base = max(devices, top["chunk"] - top["chunk"] % devices)
       configs[name] = {"mask_widths": section["mask_widths"], "width": section["width"],
                        "formulation": top["formulation"],
-                       "chunks": sorted({m * base for m in settings.get("sharded_chunk_multiples",
-                                                                        (1, 2))})}
+                       "chunks": sorted({m * base for m in settings["sharded_chunk_multiples"]})}
     spec = {"configs": configs, "run_epochs": run_epochs, "sweep_epochs": sweep_epochs,
             "repeats": settings["repeats"], "shared_order": settings["shared_order"],
-            "call_limit_s": settings["call_limit_s"],
+            "order": settings["order"], "call_limit_s": settings["call_limit_s"],
             "compile_limit_s": settings["compile_limit_s"],
-            "headline": settings["headline"] and sweep_epochs != run_epochs}
+            "headline": settings["headline"] and sweep_epochs != run_epochs,
+            "headline_warmup": settings["headline_warmup"]}
     log(f"sharded over {devices} host devices (subprocess):")
     result["sharded"] = run_sharded(spec, devices, timeout_s=settings["sharded_timeout_s"],
                                     log=log)
   else:
     result["sharded"] = {"status": "skipped", "reason": "--nosharded"}
 
-  # Data order: per-experiment permutations vs one shared order.
   if settings["data_order"]:
+    log("data orders:")
     result["data_order"] = _measure_data_order(x, y, result, sections, settings, log)
   else:
     result["data_order"] = {"status": "skipped", "reason": "--nodata_order"}
 
-  # The PyTorch oracle.
   if settings["oracle"]:
     log("PyTorch oracle (width 16, one thread) ...")
     oracle = measure_oracle(run_epochs, repeats=settings["repeats"])
@@ -677,13 +794,12 @@ def run_bench(settings: dict[str, Any], log: Callable[[str], None] = print) -> d
   result["oracle"] = oracle
 
   cores = os.cpu_count() or 1
-  result["speedup"] = {}
-  result["targets"] = {}
+  result["speedup"], result["targets"] = {}, {}
   for name in sections:
     sharded_best = None
     if result["sharded"].get("status") == "ok" and name in result["sharded"]:
       sharded_best = result["sharded"][name]["best"]
-    best = _combined_best(result[name]["best"], sharded_best)
+    best = best_of([result[name]["best"], sharded_best])
     result["speedup"][name] = _speedup(best, oracle, cores)
     result["targets"][name] = {
         "target_runs_per_s": TARGETS[name],
@@ -704,97 +820,104 @@ def run_bench(settings: dict[str, Any], log: Callable[[str], None] = print) -> d
     per_width = measure_recommendations(
         x, y, widths=settings["per_width_widths"], chunks_for_width=settings["chunks_for_width"],
         formulations=settings.get("per_width_formulations", settings["formulations"]),
-        epochs=sweep_epochs, run_epochs=run_epochs,
-        repeats=settings["repeats"], shared_order=settings["shared_order"],
-        call_limit_s=settings["call_limit_s"], compile_limit_s=settings["compile_limit_s"],
-        prune_ratio=settings["prune_ratio"], reuse=reuse, log=log)
+        epochs=sweep_epochs, run_epochs=run_epochs, prune_ratio=settings["prune_ratio"],
+        reuse=reuse, log=log, **common)
     result["per_width"] = per_width
     result["recommendations"] = per_width["buckets"]
+    result["chunk_plan"] = per_width["chunk_plan"]
   else:
     result["per_width"] = {"status": "skipped", "reason": "--noper_width"}
     result["recommendations"] = None
+    result["chunk_plan"] = None
 
   result["loadavg"]["end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
   result["total_seconds"] = round(time.perf_counter() - start, 1)
   return result
 
 
-def _measure_data_order(x, y, result, sections, settings, log) -> dict[str, Any]:
-  """shared_order=False for the best sweep configurations, and the permutation alone."""
-  out: dict[str, Any] = {"status": "ok"}
-  keys = jnp.asarray(np.random.default_rng(0).integers(0, 2**32, (256, 2), dtype=np.uint32))
-  permute = jax.jit(jax.vmap(data.epoch_batches))
-  jax.block_until_ready(permute(keys))
-  samples = []
-  for _ in range(max(1, settings["repeats"])):
-    t0 = time.perf_counter()
-    jax.block_until_ready(permute(keys))
-    samples.append(time.perf_counter() - t0)
-  out["epoch_batches_ms_per_key"] = round(1e3 * float(np.median(samples)) / keys.shape[0], 3)
-  out["epoch_batches_note"] = "jit(vmap(data.epoch_batches)) over 256 keys, warm median"
-  for name, section in sections.items():
-    shared = best_of(result[name]["sweep"])
-    if shared is None or name not in settings.get("data_order_sections", sections):
+def _first_call_ratio(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+  """How much slower a program's first call after `.compile()` is than its warm median."""
+  ratios = []
+  for r in records:
+    if r.get("status") == "ok" and r.get("warm"):
+      median = r.get("median_1epoch_s", r["median_s"])
+      if median > 0:
+        ratios.append(r["first_call_s"] / median)
+  if not ratios:
+    return None
+  return {"median": round(float(np.median(ratios)), 4), "max": round(max(ratios), 4),
+          "count": len(ratios),
+          "note": "first_call_s / warm median of the same program, over the (a) and (b) sweeps"}
+
+
+def _extrapolation_check(result: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+  """The sweep's extrapolation of each headline configuration vs its real full-length run."""
+  checks = []
+  for name in SECTIONS:
+    best = result.get(name, {}).get("best")
+    if best is None or best.get("status") != "ok" or best["basis"] != "measured":
       continue
-    order = "own" if shared["shared_order"] else "shared"
-    own = measure(x, y, label=f"{name} {order} order", mask_widths=section["mask_widths"],
-                  width=section["width"], formulation=shared["formulation"],
-                  chunk=shared["chunk"], epochs=shared["epochs"],
-                  run_epochs=settings["epochs"], repeats=settings["repeats"],
-                  shared_order=not shared["shared_order"],
-                  call_limit_s=settings["call_limit_s"],
-                  compile_limit_s=settings["compile_limit_s"],
-                  predicted_call_s=None)
-    log(_row(own))
-    entry = {"shared": _brief(shared), "per_experiment": own if own["status"] != "ok"
-             else _brief(own) | {"samples_s": own["samples_s"]}}
-    if own["status"] == "ok":
-      a, b = (shared, own) if shared["shared_order"] else (own, shared)
-      extra = b["median_s"] - a["median_s"]  # per-experiment minus shared
-      entry.update(
-          order_ms_per_experiment_epoch=round(1e3 * extra / (shared["chunk"] * shared["epochs"]),
-                                              3),
-          order_fraction_of_per_experiment_time=round(extra / b["median_s"], 3),
-          ceiling_runs_per_s_from_orders_alone=None if extra <= 0 else round(
-              shared["chunk"] * shared["epochs"] / (extra * settings["epochs"]), 2))
-    out[name] = entry
-  return out
+    swept = [r for r in result[name]["sweep"] if r["status"] == "ok" and r.get("warm")
+             and r["basis"] == "extrapolated" and r["formulation"] == best["formulation"]
+             and r["chunk"] == best["chunk"]]
+    if not swept:
+      continue
+    s = swept[0]
+    error = s["seconds_per_run_epochs"] / best["median_s"] - 1.0
+    check = {"config": name, "formulation": best["formulation"], "chunk": best["chunk"],
+             "method": s.get("extrapolation"), "sweep_epochs": s["epochs"],
+             "extrapolated_s": s["seconds_per_run_epochs"], "measured_s": best["median_s"],
+             "relative_error": round(error, 4),
+             "within_tolerance": abs(error) <= settings["tolerance"]}
+    plain = s["median_s"] * best["run_epochs"] / s["epochs"]
+    check["plain_scaling_s"] = round(plain, 4)
+    check["plain_scaling_relative_error"] = round(plain / best["median_s"] - 1.0, 4)
+    if "fit" in s:
+      check["fit"] = s["fit"]
+    checks.append(check)
+  return {"tolerance": settings["tolerance"], "checks": checks,
+          "valid": bool(checks) and all(c["within_tolerance"] for c in checks),
+          "note": ("extrapolated = fixed + run_epochs x per_epoch from the sweep's 1- and "
+                   "sweep_epochs-epoch calls; plain_scaling = sweep call x run_epochs / "
+                   "sweep_epochs (counts the fixed cost, mostly the final evaluation, "
+                   "run_epochs / sweep_epochs times)")}
 
 
 def print_summary(result: dict[str, Any], log: Callable[[str], None] = print) -> None:
   log("")
-  log("=" * 100)
+  log("=" * 110)
   log(f"summary ({'quick' if result['quick'] else 'full'}; load average start "
-      f"{result['loadavg']['start']}, end {result['loadavg']['end']}; "
-      f"{result['total_seconds']} s)")
+      f"{[round(v, 2) for v in result['loadavg']['start'] or []]}, end "
+      f"{[round(v, 2) for v in result['loadavg']['end'] or []]}; {result['total_seconds']} s)")
   log(_HEADER)
-  for name in ("dense_w16", "structured_333"):
+  sharded = result.get("sharded", {})
+  for name in SECTIONS:
     for r in result[name]["sweep"]:
       log(_row(r))
-    if result[name]["best"] is not None:
+    if result[name]["best"] is not None and result[name]["best"] not in result[name]["sweep"]:
       log(_row(result[name]["best"]))
-    sharded = result.get("sharded", {})
     if sharded.get("status") == "ok" and sharded.get(name, {}).get("best") is not None:
       log(_row(sharded[name]["best"]))
-  order = result.get("data_order", {})
-  if order.get("status") == "ok":
-    log(f"data order: epoch_batches {order['epoch_batches_ms_per_key']} ms per key per epoch")
-    for name in ("dense_w16", "structured_333"):
-      if "order_ms_per_experiment_epoch" in order.get(name, {}):
-        e = order[name]
-        log(f"  {name}: per-experiment orders cost {e['order_ms_per_experiment_epoch']} ms per "
-            f"experiment-epoch ({100 * e['order_fraction_of_per_experiment_time']:.0f}% of the "
-            f"time); order generation alone caps at "
-            f"{e['ceiling_runs_per_s_from_orders_alone']} runs/s")
+  if sharded.get("status") not in ("ok", "skipped"):
+    log(f"sharded: {sharded.get('status')}: {sharded.get('reason')}")
+  orders = result.get("data_order", {})
+  if orders.get("status") == "ok":
+    log(f"order generation alone, ms per key-epoch: {orders['order_generation_ms_per_key_epoch']}")
+    for name in SECTIONS:
+      costs = orders.get(name, {}).get("ms_per_experiment_epoch_vs_shared_feistel")
+      if costs:
+        log(f"  {name}: extra ms per experiment-epoch vs shared/feistel: {costs}")
   for check in result["extrapolation_check"]["checks"]:
-    log(f"extrapolation check {check['config']}: {check['extrapolated_s']:.2f} s extrapolated vs "
-        f"{check['measured_s']:.2f} s measured ({100 * check['relative_error']:+.1f}%, "
+    log(f"extrapolation check {check['config']}: {check['extrapolated_s']:.2f} s extrapolated "
+        f"({check['method']}) vs {check['measured_s']:.2f} s measured "
+        f"({100 * check['relative_error']:+.1f}%, "
         f"{'ok' if check['within_tolerance'] else 'OUTSIDE'} "
-        f"{100 * result['extrapolation_check']['tolerance']:.0f}%)")
+        f"{100 * result['extrapolation_check']['tolerance']:.0f}%; plain scaling "
+        f"{100 * check['plain_scaling_relative_error']:+.1f}%)")
   oracle = result["oracle"]
   if oracle.get("status") == "ok":
-    log(f"oracle: {oracle['seconds_per_run']:.2f} s per {result['settings']['epochs']}-epoch run "
-        f"(median; min {oracle['seconds_per_run_min']:.2f} s), one thread")
+    log(f"oracle: {oracle['seconds_per_run']:.2f} s per {result['settings']['epochs']}-epoch "
+        f"run (median; min {oracle['seconds_per_run_min']:.2f} s), width 16, one thread")
   for name, target in result["targets"].items():
     speed = result["speedup"].get(name)
     extra = ""
@@ -803,40 +926,42 @@ def print_summary(result: dict[str, Any], log: Callable[[str], None] = print) ->
     log(f"target {name}: >= {target['target_runs_per_s']} runs/s, achieved "
         f"{target['achieved_runs_per_s']} -> {'MET' if target['met'] else 'not met'}{extra}")
   if result.get("recommendations"):
-    log("recommendations (width: formulation chunk runs/s [measured width], extrapolated):")
+    log("recommendations (width: formulation chunk runs/s [measured width]):")
     for width, rec in result["recommendations"].items():
       if rec:
         log(f"  w{width:>2}: {rec['formulation']:<4} {rec['chunk']:>5} "
-            f"{rec['runs_per_s']:>8.2f} [w{rec['measured_width']}]")
+            f"{rec['runs_per_s']:>8.2f} [w{rec['measured_width']}, {rec['basis']}]")
+    log(f"chunk_plan: {result['chunk_plan']}")
 
 
 def _settings_from_flags() -> dict[str, Any]:
-  per_width_widths = [int(w) for w in FLAGS.per_width_widths]
+  common = {
+      "shared_order": FLAGS.shared_order, "order": FLAGS.order,
+      "compile_limit_s": FLAGS.compile_limit_s, "tolerance": FLAGS.tolerance,
+      "sharded": FLAGS.sharded, "data_order": FLAGS.data_order, "oracle": FLAGS.oracle,
+      "per_width": FLAGS.per_width, "headline_warmup": FLAGS.headline_warmup}
   if FLAGS.quick:
     return {
-        "quick": True, "epochs": 1, "sweep_epochs": 1, "repeats": 1,
-        "dense_chunks": [8], "sparse_chunks": [16], "formulations": ["dot", "unit"],
-        "dense_formulations": ["dot"],
-        "shared_order": FLAGS.shared_order, "call_limit_s": 30.0, "prune_ratio": 0.0,
-        "compile_limit_s": FLAGS.compile_limit_s, "tolerance": FLAGS.tolerance,
-        "headline": True, "sharded": FLAGS.sharded, "sharded_devices": 2,
-        "sharded_timeout_s": 120.0, "data_order": FLAGS.data_order, "oracle": FLAGS.oracle,
-        "per_width": FLAGS.per_width, "per_width_widths": [1, 3],
-        "per_width_formulations": ["dot"], "sharded_chunk_multiples": [1],
-        "data_order_sections": ["structured_333"],
+        **common, "quick": True, "epochs": 1, "sweep_epochs": 1, "repeats": 1,
+        "dense_chunks": [8], "sparse_chunks": [16], "formulations": list(train.FORMULATIONS),
+        "dense_formulations": ["dot"], "call_limit_s": 30.0, "prune_ratio": 0.0,
+        "headline": True, "sharded_devices": 2, "sharded_chunk_multiples": [1],
+        "sharded_timeout_s": 120.0, "data_order_sections": ["structured_333"],
+        "data_order_variants": ["shared/feistel"], "order_keys": 16,
+        "per_width_widths": [1, 3], "per_width_formulations": ["dot"],
         "chunks_for_width": lambda w: (16,)}
   return {
-      "quick": False, "epochs": FLAGS.epochs,
-      "sweep_epochs": min(FLAGS.sweep_epochs, FLAGS.epochs),
-      "repeats": FLAGS.repeats, "dense_chunks": _parse_chunks(FLAGS.dense_chunks),
-      "sparse_chunks": _parse_chunks(FLAGS.sparse_chunks),
-      "formulations": list(FLAGS.formulations), "shared_order": FLAGS.shared_order,
-      "call_limit_s": FLAGS.call_limit_s, "compile_limit_s": FLAGS.compile_limit_s,
-      "prune_ratio": FLAGS.prune_ratio, "tolerance": FLAGS.tolerance,
-      "headline": FLAGS.headline, "sharded": FLAGS.sharded,
-      "sharded_devices": FLAGS.sharded_devices, "sharded_timeout_s": 1800.0,
-      "data_order": FLAGS.data_order, "oracle": FLAGS.oracle, "per_width": FLAGS.per_width,
-      "per_width_widths": per_width_widths, "chunks_for_width": default_chunks}
+      **common, "quick": False, "epochs": FLAGS.epochs,
+      "sweep_epochs": min(FLAGS.sweep_epochs, FLAGS.epochs), "repeats": FLAGS.repeats,
+      "dense_chunks": sorted({int(v) for v in FLAGS.dense_chunks}),
+      "sparse_chunks": sorted({int(v) for v in FLAGS.sparse_chunks}),
+      "formulations": list(FLAGS.formulations), "call_limit_s": FLAGS.call_limit_s,
+      "prune_ratio": FLAGS.prune_ratio, "headline": FLAGS.headline,
+      "sharded_devices": FLAGS.sharded_devices, "sharded_chunk_multiples": [1, 2],
+      "sharded_timeout_s": 1800.0, "order_keys": 256,
+      "data_order_variants": ["own/feistel", "shared/feistel", "own/sort", "shared/sort"],
+      "per_width_widths": [int(w) for w in FLAGS.per_width_widths],
+      "chunks_for_width": default_chunks}
 
 
 def main(argv: Sequence[str]) -> None:
@@ -852,10 +977,12 @@ def main(argv: Sequence[str]) -> None:
     if formulation not in train.FORMULATIONS:
       raise app.UsageError(f"--formulations: {formulation!r} is unknown; known: "
                            f"{train.FORMULATIONS}")
+  if settings["sweep_epochs"] < 1:
+    raise app.UsageError(f"--sweep_epochs={settings['sweep_epochs']} must be >= 1")
   log = lambda line: print(line, flush=True)
   result = run_bench(settings, log=log)
-  result["settings"].pop("chunks_for_width", None)
   print_summary(result, log=log)
+  result["search_projection"] = search_projection(result, log=log)
   out_dir = os.path.dirname(os.path.abspath(FLAGS.out))
   os.makedirs(out_dir, exist_ok=True)
   with open(FLAGS.out, "w") as f:
@@ -863,15 +990,38 @@ def main(argv: Sequence[str]) -> None:
   log(f"wrote {FLAGS.out}")
 
 
+def search_projection(result: dict[str, Any], log: Callable[[str], None] = print,
+                      phase2_widths: Sequence[int] = SEARCH95_WIDTHS) -> dict[str, Any]:
+  """Projected wall time of the full 95% search (issue: under 3 hours on this CPU).
+
+  Rates per padded width come from the per-width table and the two measured
+  headlines (width 3 and width 16); phase 2 is every mask triple inside
+  `phase2_widths` (our random-init phase-1 answer) x 6 settings.
+  """
+  from search import projection
+  rates = {int(w): b["runs_per_s"] for w, b in result.get("per_width", {}).get("buckets", {}).items()
+           if b and b.get("runs_per_s")}
+  for name, width in (("structured_333", 3), ("dense_w16", 16)):
+    achieved = result.get("targets", {}).get(name, {}).get("achieved_runs_per_s")
+    if achieved:
+      rates[width] = achieved
+  if not rates:
+    return {"status": "skipped: no rates"}
+  out = projection.project(rates, tuple(phase2_widths))
+  out["rates_runs_per_s"] = rates
+  log(f"phase 2 at the 95% widths {tuple(phase2_widths)}: {out['phase2_runs_per_second']:.2f} runs/s; "
+      f"projected full 95% search (phase 1 {out['phase1_runs']} runs + phase 2 "
+      f"{out['phase2_runs']} runs): {out['total_hours']:.2f} h on this machine")
+  return out
+
+
 def _json_default(value):
-  if isinstance(value, (np.integer,)):
+  if isinstance(value, np.integer):
     return int(value)
-  if isinstance(value, (np.floating,)):
+  if isinstance(value, np.floating):
     return float(value)
-  if isinstance(value, tuple):
+  if isinstance(value, (tuple, np.ndarray)):
     return list(value)
-  if callable(value):
-    return getattr(value, "__name__", repr(value))
   raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
