@@ -51,6 +51,7 @@ def test_quick_bench_measurements(quick_bench):
         assert best["status"] == "ok" and best["width"] == width
         assert best["runs_per_s"] == pytest.approx(best["chunk"] / best["median_s"], rel=1e-2)
         assert best["basis"] == "measured"
+        assert (best["shared_order"], best["order"]) == (False, "feistel")  # engine defaults
         target = result["targets"][name]
         assert isinstance(target["met"], bool) and target["target_runs_per_s"] > 0
     assert result["structured_333"]["slice_width"] == 3
@@ -68,10 +69,14 @@ def test_quick_bench_sharded_oracle_and_recommendations(quick_bench):
     if result["oracle"]["status"] == "ok":
         assert result["oracle"]["seconds_per_run"] > 0
         assert result["speedup"]["dense_w16"]["per_core"] > 0
-    assert result["data_order"]["epoch_batches_ms_per_key"] > 0
+    generation = result["data_order"]["order_generation_ms_per_key_epoch"]
+    assert set(generation) == {"feistel", "sort"} and min(generation.values()) > 0
+    variants = result["data_order"]["structured_333"]["variants"]
+    assert {"own/feistel", "shared/feistel"} <= set(variants)
     recommendations = result["recommendations"]
     assert set(recommendations) == {str(w) for w in range(1, 17)}
     assert recommendations["1"]["formulation"] in ("dot", "unit")
     assert recommendations["2"]["measured_width"] == 3  # padded up to the next measured width
     assert recommendations["16"] is None  # --quick measures widths 1 and 3 only
     assert result["per_width"]["basis"] == "measured"  # --quick: 1-epoch runs, timed whole
+    assert set(result["chunk_plan"]) >= {"unit_max_width", "chunk_sizes"}
