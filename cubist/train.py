@@ -291,13 +291,12 @@ def _epoch_states(keys: jax.Array, epoch: jax.Array, static: TrainStatic):
   return jax.vmap(lambda key: make(order.epoch_key(key, epoch)))(keys)
 
 
-def _step_indices(states, step: jax.Array, experiments: int, static: TrainStatic) -> jax.Array:
-  """Data indices (E, B) of one optimiser step for every experiment."""
-  indices = functools.partial(order.step_indices, step=step, num_points=static.num_points,
-                              batch_size=static.batch_size, method=static.order)
-  if static.shared_order:
-    return jnp.broadcast_to(indices(states), (experiments, static.batch_size))
-  return jax.vmap(indices)(states)
+def _shared_step_indices(state, step: jax.Array, experiments: int,
+                         static: TrainStatic) -> jax.Array:
+  """Data indices (E, B) of one optimiser step when all experiments share the order."""
+  indices = order.step_indices(state, step, num_points=static.num_points,
+                               batch_size=static.batch_size, method=static.order)
+  return jnp.broadcast_to(indices, (experiments, static.batch_size))
 
 
 def _epoch_indices(states, static: TrainStatic) -> jax.Array:
@@ -338,7 +337,7 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic) -> TrainResult:
   def step(carry, step_input):
     params, opt_state, lr, states = carry
     if static.shared_order:
-      indices = _step_indices(states, step_input, experiments, static)
+      indices = _shared_step_indices(states, step_input, experiments, static)
       if formulation == "unit":
         indices = indices.T  # (E, B) -> (B, E)
     else:
