@@ -95,7 +95,9 @@ A measurement: {label, masks, width, formulation, chunk, devices, shared_order, 
 (of the timed call), run_epochs, status "ok"|"skipped", reason?, note?, basis
 "measured"|"extrapolated", extrapolation "fit"|"plain"?, lower_s, compile_s, first_call_s,
 samples_s (epochs-epoch calls), median_s, samples_1epoch_s?, median_1epoch_s?, fit{
-per_epoch_s, fixed_s}?, warm, seconds_per_run_epochs (one run_epochs call), runs_per_s,
+per_epoch_s, fixed_s}?, samples_cpu_s?, median_cpu_s, median_1epoch_cpu_s?,
+cpu_seconds_per_run_epochs (process CPU time, same rules), warm,
+seconds_per_run_epochs (one run_epochs call), runs_per_s,
 ms_per_experiment_epoch, loadavg_1m, loadavg_1m_end}."""
 
 DENSE_WIDTH = 16
@@ -252,6 +254,9 @@ def measure(x, y, *, label: str, mask_widths: Sequence[int] | None, width: int |
     inputs = jax.device_put(inputs, experiments)
     x, y = jax.device_put(x, replicated), jax.device_put(y, replicated)
   jax.block_until_ready((x, y, inputs))
+  # Process CPU time of every call, by program: robust to other processes taking
+  # cores (wall time is not), so a loaded machine can still check linearity.
+  cpu_seconds: dict[int, list[float]] = {}
 
   def build(program_epochs: int):
     static = train.TrainStatic(width=run_width, epochs=program_epochs, formulation=formulation,
@@ -267,8 +272,9 @@ def measure(x, y, *, label: str, mask_widths: Sequence[int] | None, width: int |
       return None
 
     def call() -> float:
-      start = time.perf_counter()
+      start, cpu_start = time.perf_counter(), time.process_time()
       jax.block_until_ready(compiled(x, y, inputs))
+      cpu_seconds.setdefault(program_epochs, []).append(time.process_time() - cpu_start)
       return time.perf_counter() - start
     return call
 
@@ -303,8 +309,12 @@ def measure(x, y, *, label: str, mask_widths: Sequence[int] | None, width: int |
     samples = [] if warmup else [first]
     samples += [first_program() for _ in range(max(1, repeats) - len(samples))]
     median = float(np.median(samples))
+    cpu = cpu_seconds[epochs][-len(samples):]
     record.update(status="ok", warm=True, samples_s=[round(s, 4) for s in samples],
-                  median_s=round(median, 4))
+                  median_s=round(median, 4), samples_cpu_s=[round(c, 4) for c in cpu],
+                  median_cpu_s=round(float(np.median(cpu)), 4),
+                  cpu_seconds_per_run_epochs=round(
+                      float(np.median(cpu)) * run_epochs / epochs, 4))
     return _finish(record, median * run_epochs / epochs, chunk, epochs, median)
 
   long_program = build(epochs)
@@ -319,6 +329,13 @@ def measure(x, y, *, label: str, mask_widths: Sequence[int] | None, width: int |
   record.update(status="ok", warm=True, samples_s=[round(s, 4) for s in long],
                 median_s=round(t_long, 4), samples_1epoch_s=[round(s, 4) for s in short],
                 median_1epoch_s=round(t_short, 4))
+  c_short = float(np.median(cpu_seconds[1][-len(short):]))
+  c_long = float(np.median(cpu_seconds[epochs][-len(long):]))
+  c_per_epoch = (c_long - c_short) / (epochs - 1)
+  record.update(median_cpu_s=round(c_long, 4), median_1epoch_cpu_s=round(c_short, 4),
+                cpu_seconds_per_run_epochs=round(
+                    c_short + c_per_epoch * (run_epochs - 1) if c_per_epoch > 0
+                    else c_long * run_epochs / epochs, 4))
   if per_epoch <= 0:  # noise swamped the slope: fall back to plain scaling of the long call
     record.update(extrapolation="plain",
                   note="non-positive fitted slope (timing noise): plain scaling")
@@ -869,6 +886,11 @@ def _extrapolation_check(result: dict[str, Any], settings: dict[str, Any]) -> di
              "extrapolated_s": s["seconds_per_run_epochs"], "measured_s": best["median_s"],
              "relative_error": round(error, 4),
              "within_tolerance": abs(error) <= settings["tolerance"]}
+    if "cpu_seconds_per_run_epochs" in s and best.get("median_cpu_s"):
+      check["cpu_extrapolated_s"] = s["cpu_seconds_per_run_epochs"]
+      check["cpu_measured_s"] = best["median_cpu_s"]
+      check["cpu_relative_error"] = round(
+          s["cpu_seconds_per_run_epochs"] / best["median_cpu_s"] - 1.0, 4)
     plain = s["median_s"] * best["run_epochs"] / s["epochs"]
     check["plain_scaling_s"] = round(plain, 4)
     check["plain_scaling_relative_error"] = round(plain / best["median_s"] - 1.0, 4)
@@ -877,7 +899,9 @@ def _extrapolation_check(result: dict[str, Any], settings: dict[str, Any]) -> di
     checks.append(check)
   return {"tolerance": settings["tolerance"], "checks": checks,
           "valid": bool(checks) and all(c["within_tolerance"] for c in checks),
-          "note": ("extrapolated = fixed + run_epochs x per_epoch from the sweep's 1- and "
+          "note": ("cpu_* repeat the check in process CPU time, which other processes on a "
+                   "shared machine disturb far less than wall time. "
+                   "extrapolated = fixed + run_epochs x per_epoch from the sweep's 1- and "
                    "sweep_epochs-epoch calls; plain_scaling = sweep call x run_epochs / "
                    "sweep_epochs (counts the fixed cost, mostly the final evaluation, "
                    "run_epochs / sweep_epochs times)")}
@@ -913,7 +937,8 @@ def print_summary(result: dict[str, Any], log: Callable[[str], None] = print) ->
         f"({100 * check['relative_error']:+.1f}%, "
         f"{'ok' if check['within_tolerance'] else 'OUTSIDE'} "
         f"{100 * result['extrapolation_check']['tolerance']:.0f}%; plain scaling "
-        f"{100 * check['plain_scaling_relative_error']:+.1f}%)")
+        f"{100 * check['plain_scaling_relative_error']:+.1f}%; in CPU time "
+        f"{100 * check.get('cpu_relative_error', float('nan')):+.1f}%)")
   oracle = result["oracle"]
   if oracle.get("status") == "ok":
     log(f"oracle: {oracle['seconds_per_run']:.2f} s per {result['settings']['epochs']}-epoch "
