@@ -205,11 +205,25 @@ def step_indices(state, step: jax.Array, num_points: int, batch_size: int,
   return state[step]
 
 
+def batches_from_states(states, num_points: int, batch_size: int, method: str) -> jax.Array:
+  """All batches of one epoch for E experiments, int32 (E, batches, B).
+
+  states: `epoch_state` of each experiment, stacked on a leading axis E. The
+  Feistel indices of the whole epoch are one large elementwise op (each
+  experiment's round keys broadcast against every position).
+  """
+  if method == "sort":
+    return states
+  batches = num_points // batch_size
+  positions = jnp.arange(batches * batch_size, dtype=jnp.int32)
+  flat = feistel_permute(states.T[:, :, None], positions[None, :], num_points)
+  return flat.reshape(flat.shape[0], batches, batch_size)
+
+
 def epoch_batches(key: jax.Array, num_points: int, batch_size: int, method: str) -> jax.Array:
   """All batches of one epoch, int32 (num_points // batch_size, batch_size)."""
   state = epoch_state(key, num_points, batch_size, method)
-  steps = jnp.arange(num_points // batch_size)
-  return jax.vmap(lambda s: step_indices(state, s, num_points, batch_size, method))(steps)
+  return batches_from_states(state[None], num_points, batch_size, method)[0]
 
 
 def batch_order(run_key: jax.Array, epochs: int, num_points: int, batch_size: int,

@@ -301,18 +301,8 @@ def _shared_step_indices(state, step: jax.Array, experiments: int,
 
 def _epoch_indices(states, static: TrainStatic) -> jax.Array:
   """Every batch of one epoch for every experiment, in the per-step layout:
-  (batches, E, B) for "dot", (batches, B, E) for "unit".
-
-  The Feistel indices of the whole epoch are one large elementwise op here
-  (the same arithmetic as order.step_indices, so the same orders), instead of
-  390 small ones inside the step loop.
-  """
-  if static.order == "feistel":
-    positions = jnp.arange(static.batches_per_epoch * static.batch_size, dtype=jnp.int32)
-    flat = order.feistel_permute(states.T[:, :, None], positions[None, :], static.num_points)
-    batches = flat.reshape(flat.shape[0], static.batches_per_epoch, static.batch_size)
-  else:
-    batches = states  # "sort": (E, batches, B) already
+  (batches, E, B) for "dot", (batches, B, E) for "unit" (order.batches_from_states)."""
+  batches = order.batches_from_states(states, static.num_points, static.batch_size, static.order)
   if static.formulation == "unit":
     return jnp.transpose(batches, (1, 2, 0))
   return jnp.swapaxes(batches, 0, 1)
