@@ -61,11 +61,17 @@ class BucketKey:
   batch_size: int
   shared_order: bool
   data_order: str
+  method: str | None = None  # a registered pruning method, None for fixed-mask training
+  method_static: object = None  # its search.pruning.base.MethodStatic
 
 
 def bucket_key(spec: ExperimentSpec) -> BucketKey:
+  method, method_static = None, None
+  if spec_ops.is_pruning(spec):
+    from search.pruning import runner  # the strategies layer, only for pruning specs
+    method, method_static = spec.method, runner.method_static(spec)
   return BucketKey(mask_ops.occupied_width(spec.masks()), spec.epochs, spec.batch_size,
-                   spec.shared_order, spec.data_order)
+                   spec.shared_order, spec.data_order, method, method_static)
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,11 +120,16 @@ def _metrics(params):
           "dead_units": counts["dead_units"]}
 
 
-def result_rows(chunk: list[ExperimentSpec], result: train.TrainResult,
-                seconds_per_run: float) -> list[dict]:
-  """Store rows for the real (unpadded) experiments of a chunk."""
+def result_rows(chunk: list[ExperimentSpec], result, seconds_per_run: float) -> list[dict]:
+  """Store rows for the real (unpadded) experiments of a chunk.
+
+  result: a train.TrainResult, or a pruning run's result, whose final `masks`
+  are stored instead of the spec's and whose `failed` runs get status "failed".
+  """
   count = len(chunk)
   params = jax.tree.map(lambda a: a[:count], result.params)
+  final_masks = getattr(result, "masks", None)
+  failed = np.asarray(getattr(result, "failed", np.zeros(count, bool)))[:count]
   metrics = jax.device_get(_metrics(params))
   accuracy = np.asarray(result.accuracy[:count])
   loss = np.asarray(result.loss[:count])
@@ -126,15 +137,21 @@ def result_rows(chunk: list[ExperimentSpec], result: train.TrainResult,
                             for a in jax.tree.leaves(params)]), axis=0) & np.isfinite(loss)
   rows = []
   for i, spec in enumerate(chunk):
-    blob, shapes = mask_ops.pack_masks(spec.masks())
+    if final_masks is None:
+      blob, shapes = mask_ops.pack_masks(spec.masks())
+    else:
+      blob, shapes = mask_ops.pack_masks(tuple(
+          mlp.Layer(np.asarray(l.weight[i]), np.asarray(l.bias[i])) for l in final_masks))
+    status = "failed" if failed[i] else "ok" if finite[i] else "diverged"
     d1, d2, d3 = spec.hidden_widths()
     rows.append(dict(
         exp_id=spec.exp_id(), family=spec.family, method=spec.method, width=spec.width,
         d1=d1, d2=d2, d3=d3, seed=spec.seed, lr=spec.lr, schedule=spec.schedule,
         epochs=spec.epochs, batch_size=spec.batch_size, init=spec_ops.init_label(spec.init),
         shared_order=spec.shared_order, data_order=spec.data_order, target_nnz=spec.target_nnz,
-        mask_config=spec.mask_config, extra=spec.extra,
-        status="ok" if finite[i] else "diverged",
+        mask_config=spec.mask_config, extra=spec.extra, count_mode=spec.count_mode,
+        strength=spec.strength, threshold=spec.threshold,
+        method_options=dict(spec.method_options) or None, status=status,
         accuracy=float(accuracy[i]), loss=float(loss[i]) if finite[i] else None,
         weight_nnz=int(metrics["weight_nnz"][i]), model_nnz=int(metrics["model_nnz"][i]),
         effective_weight_nnz=int(metrics["effective_weight_nnz"][i]),
@@ -218,17 +235,32 @@ def run(specs: list[ExperimentSpec], workdir, sweep_name: str = "sweep",
   for spec in todo:
     buckets[bucket_key(spec)].append(spec)
   progress = Progress(len(todo), progress_stream)
-  for key in sorted(buckets, key=dataclasses.astuple):
+  for key in sorted(buckets, key=lambda k: (k.method or "", k.width, k.epochs, k.batch_size,
+                                            k.shared_order, k.data_order, repr(k.method_static))):
     bucket = buckets[key]
     static = train.TrainStatic(width=key.width, epochs=key.epochs, batch_size=key.batch_size,
                                shared_order=key.shared_order, order=key.data_order,
                                formulation=plan.formulation(key.width))
+    make_inputs = chunk_inputs
+    if key.method is not None:  # a pruning method: its own trainer and inputs
+      from search.pruning import runner, trainer as prune_trainer
+      static = dataclasses.replace(static, formulation="dot")
+      make_inputs = functools.partial(runner.chunk_inputs, static=key.method_static)
     # Small buckets get the next power of two (at least the device count), so
     # the number of distinct chunk shapes, hence compilations, stays small.
     size = min(plan.chunk_size(key.width, len(devices)),
                max(len(devices), 1 << (len(bucket) - 1).bit_length()))
     size = -(-size // len(devices)) * len(devices)
-    if max_traces is not None:
+    if key.method is not None:
+      if max_traces is not None:
+        import chex
+        chex.clear_trace_counter()
+        from search.pruning import registry
+        train_fn = prune_trainer.make_prune_train(static, registry.get(key.method),
+                                                  key.method_static, mesh, max_traces=max_traces)
+      else:
+        train_fn = runner.cached_train(static, key.method, key.method_static, mesh)
+    elif max_traces is not None:
       import chex
       chex.clear_trace_counter()
       train_fn = train.make_train(static, mesh, max_traces=max_traces)
@@ -237,13 +269,14 @@ def run(specs: list[ExperimentSpec], workdir, sweep_name: str = "sweep",
     for start in range(0, len(bucket), size):
       chunk = bucket[start:start + size]
       padded = chunk + [chunk[-1]] * (size - len(chunk))
-      inputs = chunk_inputs(padded, key.width)
+      inputs = make_inputs(padded, key.width)
       began = time.perf_counter()
       result = jax.block_until_ready(train_fn(x, y, inputs))
       seconds = time.perf_counter() - began
       results.commit_rows(result_rows(chunk, result, seconds / len(chunk)))
       if on_chunk is not None:
         on_chunk(chunk, inputs, result)
-      progress.update(len(chunk), seconds, f"(width {key.width}, {static.formulation})")
+      label = f"{key.method}, " if key.method else ""
+      progress.update(len(chunk), seconds, f"({label}width {key.width}, {static.formulation})")
   progress.close()
   return results

@@ -24,6 +24,9 @@ from cubist import mlp, order, schedules
 from cubist.mlp import Layer, Params
 
 RANDOM_INIT = "random"
+PRUNE_FAMILY = "prune"
+# Fields added after stores existed: hashed only when they differ from their default.
+_HASH_IF_SET = ("count_mode", "strength", "threshold", "method_options")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,15 @@ class ExperimentSpec:
   shared_order: use the chunk-independent shared data order (see TrainStatic).
   data_order: how epoch permutations are drawn, "feistel" or "sort" (cubist.order).
   family, method, mask_config, target_nnz, extra: labels stored with the row.
+    family "prune" makes the run a pruning run of `method` (a name registered
+    in search.pruning.registry, e.g. "imp", "snip"): it starts from `masks()`
+    (the dense network of `width` by default) and prunes towards `target_nnz`
+    weights.
+  count_mode, strength, threshold, method_options: pruning-method settings
+    (search.pruning.base: Hyper, MethodStatic); `method_options` is a tuple of
+    (name, value) pairs overriding MethodStatic fields (e.g. ("clean", True)).
+    Left at their defaults they do not enter `exp_id`, so stores written
+    before these fields existed still resume.
   """
   seed: int
   lr: float
@@ -62,6 +74,10 @@ class ExperimentSpec:
   mask_config: str | None = None
   target_nnz: int | None = None
   extra: str | None = None
+  count_mode: str = "reference"
+  strength: float = 0.0
+  threshold: float = 3.0
+  method_options: tuple = ()
 
   def masks(self) -> Params:
     """The full bool masks at `width`, biases included."""
@@ -83,7 +99,8 @@ class ExperimentSpec:
 
   def exp_id(self) -> str:
     """Stable hash of every field and of the mask bits."""
-    fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "mask"}
+    fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+              if f.name != "mask" and not (f.name in _HASH_IF_SET and getattr(self, f.name) == f.default)}
     fields["widths"] = list(fields["widths"]) if fields["widths"] is not None else None
     digest = hashlib.sha1(json.dumps(fields, sort_keys=True).encode())
     if self.mask is not None:
@@ -110,6 +127,34 @@ def validate(spec: ExperimentSpec) -> None:
     mask_ops.validate_masks(spec.mask, spec.width)
   if spec.init != RANDOM_INIT:
     mlp.load_init(spec.init, spec.width)  # raises for a missing file, keys or shapes
+  if is_pruning(spec):
+    _validate_pruning(spec)
+
+
+def is_pruning(spec: ExperimentSpec) -> bool:
+  """Is the run a pruning run? Those have family "prune" and a registered method."""
+  return spec.family == PRUNE_FAMILY
+
+
+def _validate_pruning(spec: ExperimentSpec) -> None:
+  from search.pruning import base, registry  # the strategies layer, only for pruning specs
+  method = registry.get(spec.method)  # one-line error listing the known methods
+  num_weights = int(sum(np.asarray(layer.weight).sum() for layer in spec.masks()))
+  if method.uses_strength and spec.target_nnz is None:
+    pass  # VD, L0: the sparsity emerges from the strength
+  elif spec.target_nnz is None or not 1 <= spec.target_nnz < num_weights:
+    raise ValueError(f"target_nnz={spec.target_nnz} must be in 1..{num_weights - 1} "
+                     f"(the {num_weights} weights of width {spec.width})")
+  if spec.count_mode not in base.COUNT_MODES:
+    raise ValueError(f"count_mode={spec.count_mode!r} is unknown; known: {base.COUNT_MODES}")
+  if not spec.strength >= 0:
+    raise ValueError(f"strength={spec.strength} must be >= 0")
+  known = {f.name for f in dataclasses.fields(base.MethodStatic)}
+  for name, _ in spec.method_options:
+    if name not in known or name in ("epochs", "batches_per_epoch", "batch_size", "num_points",
+                                      "count_mode", "family"):
+      raise ValueError(f"method_options: {name!r} is not a settable option; known: "
+                       f"{sorted(known - {'epochs', 'batches_per_epoch', 'batch_size', 'num_points', 'count_mode', 'family'})}")
 
 
 def validate_all(specs) -> None:

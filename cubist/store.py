@@ -55,6 +55,10 @@ _SCHEMA = (
     ("target_nnz", "INTEGER", False),
     ("mask_config", "TEXT", False),
     ("extra", "TEXT", False),
+    ("count_mode", "TEXT", False),
+    ("strength", "REAL", False),
+    ("threshold", "REAL", False),
+    ("method_options", "TEXT", False),
     ("status", "TEXT", True),
     ("accuracy", "REAL", False),
     ("loss", "REAL", False),
@@ -106,7 +110,7 @@ def _convert(col: str, value):
         return float(value)
     if kind == "BLOB":
         return bytes(value)
-    if col in ("extra", "mask_shape") and not isinstance(value, str):
+    if col in ("extra", "mask_shape", "method_options") and not isinstance(value, str):
         return json.dumps(value, sort_keys=True)
     return str(value)
 
@@ -135,6 +139,7 @@ class ResultStore:
         with self._transaction():
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             self._db.execute(_DDL)
+            self._add_missing_columns()
             self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
                                  [("sweep_name", sweep_name), ("sweep_fingerprint", sweep_fingerprint)])
         self._read_meta()
@@ -173,6 +178,13 @@ class ResultStore:
             raise
         self._db.execute("COMMIT")
 
+    def _add_missing_columns(self) -> None:
+        """Stores written before a column existed get it (NULL for their rows)."""
+        present = self._columns()
+        for name, sql_type, _ in _SCHEMA:
+            if name not in present:
+                self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
+
     def done_ids(self) -> set[str]:
         """exp_ids of every committed row, whatever its status."""
         return {r[0] for r in self._db.execute("SELECT exp_id FROM runs")}
@@ -189,10 +201,18 @@ class ResultStore:
 
     def rows(self, where: str | None = None, params=()) -> list[dict]:
         """Rows (as dicts over RUN_COLUMNS) matching an SQL `where` clause, by exp_id."""
-        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+        # A store written before a column existed (opened read-only, so not
+        # migrated) lacks it: such columns read as None.
+        present = [c for c in RUN_COLUMNS if c in self._columns()]
+        sql = f"SELECT {', '.join(present)} FROM runs"
         if where:
             sql += f" WHERE {where}"
-        return [dict(zip(RUN_COLUMNS, r)) for r in self._db.execute(sql + " ORDER BY exp_id", params)]
+        missing = dict.fromkeys(c for c in RUN_COLUMNS if c not in present)
+        return [{**missing, **dict(zip(present, r))}
+                for r in self._db.execute(sql + " ORDER BY exp_id", params)]
+
+    def _columns(self) -> set[str]:
+        return {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
 
     def count(self, status: str | None = None) -> int:
         if status is None:
@@ -231,6 +251,14 @@ def records_from_rows(rows: list[dict], include_mask: bool = False) -> dict[str,
         else:
             out[col] = np.array(values + [None], dtype=object)[:-1]  # keep 1-D even for bytes
     return out
+
+
+def find_stores(workdir: str | os.PathLike) -> list[Path]:
+    """Every store file (all shards) in a workdir; a one-line error if there is none."""
+    paths = sorted(Path(workdir).glob("results*.sqlite"))
+    if not paths:
+        raise ValueError(f"no result store (results*.sqlite) in {workdir}")
+    return paths
 
 
 def merge_stores(paths) -> list[dict]:

@@ -86,6 +86,9 @@ class SearchConfig:
   # triple that reached the target once by luck fail in phase 2.
   phase1_fallback: bool = False
   max_fallbacks: int = 8
+  # Stop after phase 1 (e.g. the long 99.5% search in stages); rerunning without
+  # it resumes the same workdir into phase 2.
+  phase1_only: bool = False
 
   def validate(self) -> None:
     if not self.lrs:
@@ -113,7 +116,7 @@ class SearchConfig:
   def fingerprint(self) -> str:
     """Hash of the fields that define runs; the fallback settings define none."""
     fields = dataclasses.asdict(self)
-    for name in ("phase1_fallback", "max_fallbacks"):
+    for name in ("phase1_fallback", "max_fallbacks", "phase1_only"):
       fields.pop(name)
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
@@ -395,7 +398,7 @@ class Search:
     phase1 = self.phase1()
     result = {"config": dataclasses.asdict(config), "phase1": phase1}
     widths, attempts = phase1.get("widths"), []
-    while widths is not None:
+    while widths is not None and not config.phase1_only:
       phase2 = self.phase2(tuple(widths))
       attempts.append({"widths": tuple(widths), "mask_config": phase2.get("mask_config")})
       result["phase2"] = phase2
@@ -482,6 +485,9 @@ def format_result(result: dict) -> str:
                + (f" (dense params {phase1.get('dense_params')}, best accuracy "
                   f"{phase1.get('accuracy', float('nan')):.4f})" if not phase1.get("given") else
                   " (given)"))
+  if result["config"].get("phase1_only"):
+    lines.append("phase 2 not run (phase1_only)")
+    return "\n".join(lines)
   for attempt in result.get("phase2_attempts", [])[:-1]:
     lines.append(f"phase 2 inside {tuple(attempt['widths'])}: no mask reaches {target:g}; "
                  "phase-1 fallback to the next reaching widths")

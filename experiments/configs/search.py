@@ -21,6 +21,7 @@ Variants, comma-separated after the file name:
   canonical                   one mask per hidden-unit relabelling class (random init only)
   fallback                    extension: if phase 2 finds no mask inside the phase-1 widths,
                               continue with the next triple that reached the target in phase 1
+  phase1_only                 stop after phase 1 (rerun without it to continue into phase 2)
   quick                       the demo: widths 1..3, 10 epochs, constant schedule, target 70%
 
 Any field can also be overridden, e.g. `--config.epochs=20`.
@@ -32,7 +33,8 @@ import ml_collections
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   options = dict(item.split("=", 1) if "=" in item else (item, "1")
                  for item in (arg or "").split(",") if item)
-  known = {"target", "fixed", "reference_caps", "exhaustive", "canonical", "quick", "fallback"}
+  known = {"target", "fixed", "reference_caps", "exhaustive", "canonical", "quick", "fallback",
+           "phase1_only"}
   unknown = set(options) - known
   if unknown:
     raise ValueError(f"unknown search config options {sorted(unknown)}; known: {sorted(known)}")
@@ -58,6 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.phase1_widths = ml_collections.FieldReference(None, field_type=tuple)
   config.phase1_fallback = "fallback" in options
   config.max_fallbacks = 8
+  config.phase1_only = "phase1_only" in options
   if config.target > 0.99 and config.reference_caps:
     config.lrs = (0.05,)  # §C.3: phase 2 at 99.5% uses lr 0.05 only
   if "quick" in options:

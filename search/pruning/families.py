@@ -1,0 +1,121 @@
+"""The pruning experiment families as lists of specs (METHODS §E.0, §F, §G.2, §G.3).
+
+- overparam (§G.2): random init at widths w, every method, targets f < N(w),
+  lr {0.05, 0.1, 0.2} x 3 schedules, one run per configuration.
+- fixed (§G.3): an npz initialisation (BENCH-95 or BENCH-995) sliced to the
+  optimal width and to 16, the fixed-init f grid, 5 repeats.
+- sos (§F): State-of-Sparsity methods at one width: magnitude and random at
+  weight targets, VD and L0 over a log grid of strengths (and VD thresholds).
+- retrain (§F.5): for every finished run of some methods in another store,
+  scratch_e (fresh init, same steps), scratch_b (fresh init, twice the epochs)
+  and lottery (the source run's own seed and init, i.e. its original
+  initialisation) with the learned mask held fixed.
+
+Every run's seed is a hash of what it is, so a restarted or sharded sweep
+trains identical runs. `specs_from_config` is what the binary calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from cubist import masks as mask_ops, mlp, store as store_ops
+from cubist.specs import PRUNE_FAMILY, RANDOM_INIT, ExperimentSpec
+from search.combinatorial import run_seed
+from search.pruning import registry
+
+OVERPARAM_TARGETS = tuple(range(15, 27)) + (30, 33, 37, 40, 44, 50, 53, 55, 57, 60, 65)
+OVERPARAM_WIDTHS = (3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256)
+FIXED_TARGETS = {0.95: tuple(range(15, 27)),
+                 0.995: (16, 18, 20, 22, 24, 25, 26, 27, 28, 29, 30, 32, 34, 36)}
+PRUNING_LRS = (0.05, 0.1, 0.2)
+SCHEDULES = ("cosine", "step", "constant")
+RETRAIN_METHODS = ("scratch_e", "scratch_b", "lottery")
+
+
+def _spec(method: str, width: int, target: int, lr: float, schedule: str, repeat: int,
+          config, strength: float = 0.0, threshold: float = 3.0, family: str = PRUNE_FAMILY,
+          options: tuple = ()) -> ExperimentSpec:
+  init = config.get("init", RANDOM_INIT)
+  return ExperimentSpec(
+      seed=run_seed(family, method, width, target, lr, schedule, repeat, init, strength,
+                    threshold, options),
+      lr=float(lr), schedule=schedule, width=int(width), epochs=int(config.epochs),
+      init=init, family=family, method=method,
+      target_nnz=None if target is None else int(target),
+      count_mode=config.count_mode, strength=float(strength), threshold=float(threshold),
+      method_options=tuple(options), extra=config.name)
+
+
+def grid_specs(config) -> list[ExperimentSpec]:
+  """methods x widths x targets (f < N(w)) x lrs x schedules x repeats (+ strengths)."""
+  for name in config.methods:
+    registry.get(name)  # one-line error listing the known methods
+  specs = []
+  for method, width, target, lr, schedule, repeat in itertools.product(
+      config.methods, config.widths, config.targets, config.lrs, config.schedules,
+      range(config.repeats)):
+    if target >= mlp.num_weights(width):
+      continue  # §G.2: only where f < N(w)
+    uses_strength = registry.get(method).uses_strength
+    if uses_strength:
+      if target != min(config.targets):
+        continue  # sparsity emerges from the strength: one run per strength, no target
+      target = None
+    strengths = config.strengths if uses_strength else (0.0,)
+    thresholds = config.thresholds if method == "vd" else (3.0,)
+    options = tuple(sorted(dict(config.get("method_options", {})).items()))
+    for strength, threshold in itertools.product(strengths, thresholds):
+      specs.append(_spec(method, width, target, lr, schedule, repeat, config,
+                         strength, threshold, options=options))
+  return specs
+
+
+def retrain_specs(config) -> list[ExperimentSpec]:
+  """scratch_e / scratch_b / lottery runs for the finished runs of `config.retrain_methods`."""
+  rows = store_ops.merge_stores(store_ops.find_stores(config.retrain_from))
+  rows = [r for r in rows if r["status"] == "ok" and r["method"] in config.retrain_methods]
+  if not rows:
+    raise ValueError(f"no finished runs of {list(config.retrain_methods)} in "
+                     f"{config.retrain_from}")
+  specs = []
+  for row, kind, repeat in itertools.product(rows, RETRAIN_METHODS, range(config.repeats)):
+    mask = mask_ops.unpack_masks(row["mask"], row["mask_shape"])
+    lottery = kind == "lottery"
+    seed = row["seed"] if lottery else run_seed("retrain", kind, row["exp_id"], repeat)
+    if lottery and repeat > 0:
+      continue  # the original initialisation is one
+    specs.append(ExperimentSpec(
+        seed=seed, lr=row["lr"], schedule=row["schedule"], width=row["width"],
+        mask=mask, epochs=row["epochs"] * (2 if kind == "scratch_b" else 1),
+        init=row["init"] if row["init"] == RANDOM_INIT else config.init, family="retrain",
+        method=kind, target_nnz=row["target_nnz"], mask_config=row["exp_id"],
+        extra=row["method"]))
+  return specs
+
+
+def specs_from_config(config) -> list[ExperimentSpec]:
+  """The specs of a prune config (see experiments/configs/prune.py)."""
+  if config.family == "retrain":
+    return retrain_specs(config)
+  return grid_specs(config)
+
+
+def summary_rows(rows: list[dict]) -> list[dict]:
+  """Per (method, width, target): runs, best and median accuracy, measured weight NNZ."""
+  groups = {}
+  for row in rows:
+    groups.setdefault((row["method"], row["width"], row["target_nnz"]), []).append(row)
+  out = []
+  for (method, width, target), members in sorted(groups.items(), key=lambda kv: (
+      kv[0][0], kv[0][1], kv[0][2] if kv[0][2] is not None else -1)):
+    ok = [r for r in members if r["status"] == "ok"]
+    accuracy = np.array([r["accuracy"] for r in ok], float)
+    out.append(dict(method=method, width=width, target_nnz=target, runs=len(members),
+                    failed=sum(r["status"] != "ok" for r in members),
+                    best=float(accuracy.max()) if ok else float("nan"),
+                    median=float(np.median(accuracy)) if ok else float("nan"),
+                    weight_nnz=sorted({r["weight_nnz"] for r in ok})))
+  return out

@@ -1,0 +1,89 @@
+"""Pruning specs through the engine: validation, the store rows, resume, failed runs.
+
+Uses toy methods registered for the test (the real ones have their own tests
+and run end to end in tests/test_prune_binary.py), 1 epoch at width 3.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cubist import engine, masks as mask_ops, specs as spec_ops
+from cubist.mlp import Layer
+from cubist.specs import ExperimentSpec
+from search.pruning import registry
+from search.pruning.base import Method
+
+
+def _keep_first_f(key, params, masks, x, y, hyper, static):
+  """Toy at-init method: keep the first f weights in flat order (f from hyper.counts)."""
+  sizes = [layer.weight.size for layer in params]
+  flat = jnp.arange(sum(sizes)) < hyper.counts[0]
+  weights, start = [], 0
+  for layer, size in zip(params, sizes):
+    weights.append(flat[start:start + size].reshape(layer.weight.shape))
+    start += size
+  return params, mask_ops.with_bias_rule(tuple(weights))
+
+
+def _empty_w4(masks, hyper, static):
+  return ~jnp.any(masks[3].weight)
+
+
+TOY = {"toy_first": Method("toy_first", at_init=_keep_first_f,
+                           host_counts=lambda f, n, static: np.array([f])),
+       "toy_failing": Method("toy_failing", at_init=_keep_first_f, failed=_empty_w4,
+                             host_counts=lambda f, n, static: np.array([f]))}
+
+
+@pytest.fixture
+def toy_registry(monkeypatch):
+  monkeypatch.setattr(registry, "_methods", lambda: TOY)
+
+
+def _spec(method="toy_first", target=10, **overrides) -> ExperimentSpec:
+  fields = dict(seed=1, lr=0.1, schedule="cosine", width=3, epochs=1, family=spec_ops.PRUNE_FAMILY,
+                method=method, target_nnz=target)
+  fields.update(overrides)
+  return ExperimentSpec(**fields)
+
+
+def test_unknown_method_lists_known(toy_registry):
+  with pytest.raises(ValueError, match="unknown pruning method 'snp'; known: .*toy_first"):
+    spec_ops.validate_all([_spec(method="snp")])
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(target=0), "target_nnz"), (dict(target=27), "target_nnz"),
+    (dict(strength=-1.0), "strength"), (dict(count_mode="approx"), "count_mode"),
+    (dict(method_options=(("epochs", 3),)), "method_options")])
+def test_bad_pruning_fields_are_one_line_errors(toy_registry, overrides, field):
+  with pytest.raises(ValueError, match=field) as error:
+    spec_ops.validate_all([_spec(**overrides)])
+  assert "\n" not in str(error.value)
+
+
+def test_default_pruning_fields_keep_old_exp_ids():
+  plain = ExperimentSpec(seed=3, lr=0.1)
+  assert plain.exp_id() == dataclasses.replace(plain, count_mode="reference").exp_id()
+  assert plain.exp_id() != dataclasses.replace(plain, count_mode="exact").exp_id()
+
+
+def test_engine_stores_final_masks_and_resumes(toy_registry, tmp_path):
+  specs = [_spec(target=10), _spec(target=20, seed=2), _spec(method="toy_failing", target=1)]
+  results = engine.run(specs, tmp_path, progress_stream=open("/dev/null", "w"))
+  rows = {r["target_nnz"]: r for r in results.rows()}
+  assert rows[10]["status"] == "ok" and rows[20]["status"] == "ok"
+  for f in (10, 20):
+    kept = mask_ops.unpack_masks(rows[f]["mask"], rows[f]["mask_shape"])
+    assert sum(int(np.asarray(l.weight).sum()) for l in kept) == f
+    assert rows[f]["weight_nnz"] <= f and rows[f]["count_mode"] == "reference"
+  # f = 1 keeps one W1 weight and empties W4: the toy "failed" hook fires.
+  assert rows[1]["status"] == "failed"
+  results.close()
+  again = engine.run(specs, tmp_path, progress_stream=open("/dev/null", "w"))
+  assert again.count() == 3  # nothing retrained (the store is the truth)
