@@ -152,12 +152,12 @@ def pairwise_sum(values: jax.Array, axis: int) -> jax.Array:
 
 
 @jax.custom_vjp
-def _add_bias(hidden: jax.Array, bias: jax.Array) -> jax.Array:
+def add_bias(hidden: jax.Array, bias: jax.Array) -> jax.Array:
   """hidden (B, out) + bias (out,), whose bias gradient is a `pairwise_sum` over B."""
   return hidden + bias
 
 
-_add_bias.defvjp(lambda hidden, bias: (hidden + bias, None),
+add_bias.defvjp(lambda hidden, bias: (hidden + bias, None),
                  lambda _, grad: (grad, pairwise_sum(grad, axis=0)))
 
 
@@ -165,7 +165,7 @@ def _apply_one(params: Params, inputs: jax.Array) -> jax.Array:
   """mlp.apply for one experiment, with chunk-size-independent bias gradients."""
   hidden = inputs
   for index, layer in enumerate(params):
-    hidden = _add_bias(hidden @ layer.weight.T, layer.bias)
+    hidden = add_bias(hidden @ layer.weight.T, layer.bias)
     if index < len(params) - 1:
       hidden = jax.nn.relu(hidden)
   return hidden[..., 0]

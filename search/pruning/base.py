@@ -67,7 +67,7 @@ class Hyper(NamedTuple):
   counts: int32 (C,) the method's count schedule, computed on the host in
     float64 by `Method.host_counts(f, N, static)` exactly as the reference's
     Python expressions (§E.10; float32 on device would truncate differently).
-    E.g. IMP: K_k for its 201 events; SynFlow: N - P_i for 100 iterations.
+    E.g. IMP: K_k for its 201 events; SynFlow: P_i for its 100 iterations.
   num_weights: int32 N, the number of weights the run's network has (its
     starting mask's weight count), which the count formulas use.
 """

@@ -64,7 +64,7 @@ def grid_specs(config) -> list[ExperimentSpec]:
       if target != min(config.targets):
         continue  # sparsity emerges from the strength: one run per strength, no target
       target = None
-    strengths = config.strengths if uses_strength else (0.0,)
+    strengths = tuple(config.strengths.get(method, (0.0,))) if uses_strength else (0.0,)
     thresholds = config.thresholds if method == "vd" else (3.0,)
     options = tuple(sorted(dict(config.get("method_options", {})).items()))
     for strength, threshold in itertools.product(strengths, thresholds):
@@ -104,16 +104,23 @@ def specs_from_config(config) -> list[ExperimentSpec]:
 
 
 def summary_rows(rows: list[dict]) -> list[dict]:
-  """Per (method, width, target): runs, best and median accuracy, measured weight NNZ."""
+  """Per (method, width, target, strength, threshold): runs, best and median accuracy,
+  measured weight NNZ. Strength and threshold only vary for VD and L0."""
   groups = {}
   for row in rows:
-    groups.setdefault((row["method"], row["width"], row["target_nnz"]), []).append(row)
+    key = (row["method"], row["width"], row["target_nnz"], row.get("strength") or 0.0,
+           row.get("threshold") if row["method"] == "vd" else None)
+    groups.setdefault(key, []).append(row)
   out = []
-  for (method, width, target), members in sorted(groups.items(), key=lambda kv: (
-      kv[0][0], kv[0][1], kv[0][2] if kv[0][2] is not None else -1)):
+  for (method, width, target, strength, threshold), members in sorted(
+      groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or -1, kv[0][3],
+                                      kv[0][4] or 0.0)):
     ok = [r for r in members if r["status"] == "ok"]
     accuracy = np.array([r["accuracy"] for r in ok], float)
-    out.append(dict(method=method, width=width, target_nnz=target, runs=len(members),
+    setting = "" if not strength else f"c={strength * 49_982:.3g}" + (
+        f" tau={threshold:g}" if threshold is not None else "")
+    out.append(dict(method=method, width=width, target_nnz=target, setting=setting,
+                    runs=len(members),
                     failed=sum(r["status"] != "ok" for r in members),
                     best=float(accuracy.max()) if ok else float("nan"),
                     median=float(np.median(accuracy)) if ok else float("nan"),

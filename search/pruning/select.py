@@ -45,7 +45,9 @@ def threshold_keep(scores: jax.Array, index: jax.Array, strict: bool = True) -> 
   """Reference selection: sort ascending, threshold = sorted[index], keep s > t (or >= t).
 
   With no ties and strict, this keeps N - index - 1 entries (the off-by-one the
-  reference inherits, §H 2).
+  reference inherits, §H 2). On padded arrays the padding's zeros are sorted
+  too: pass index = size - K (not N - K) to get the reference's threshold, or
+  use `kth_largest` on scores set to -inf outside the network.
   """
   threshold = jnp.sort(scores)[jnp.clip(index, 0, scores.shape[0] - 1)]
   return scores > threshold if strict else scores >= threshold
@@ -74,3 +76,23 @@ def apply_weight_keep(params: Params, keep_masks: Params) -> Params:
   """Zero pruned weights and the biases the rule removes."""
   return tuple(Layer(layer.weight * mask.weight, layer.bias * mask.bias)
                for layer, mask in zip(params, keep_masks))
+
+
+def weight_region(like: Params, num_weights: jax.Array) -> tuple:
+  """Bool (out, in) per weight matrix: the entries of the real width-w network.
+
+  w solves N(w) = 2w^2 + 3w = num_weights (traced; sqrt is exact in float32 for
+  these perfect squares). The network occupies the top-left block of every
+  matrix (§B.2, §I), so a network stored at its own width gets all-True.
+  Needed where the reference looks at a whole tensor including its pruned
+  zeros (SoS histograms, RigL growth) but must not see padding.
+  """
+  width = jnp.round((jnp.sqrt(9.0 + 8.0 * jnp.asarray(num_weights, jnp.float32)) - 3.0) / 4.0)
+  width = width.astype(jnp.int32)
+  regions = []
+  for index, layer in enumerate(like):
+    rows, cols = layer.weight.shape[-2:]
+    row_ok = jnp.arange(rows) < (1 if index == 3 else width)
+    col_ok = jnp.arange(cols) < (cols if index == 0 else width)
+    regions.append(row_ok[:, None] & col_ok[None, :])
+  return tuple(regions)

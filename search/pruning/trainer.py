@@ -85,12 +85,17 @@ def _fold(keys: jax.Array, value) -> jax.Array:
   return jax.vmap(lambda key: jax.random.fold_in(key, value))(keys)
 
 
-def event_schedule(method: Method, method_static: MethodStatic) -> tuple[np.ndarray, np.ndarray]:
-  """Host-side bool (epochs, batches) schedules of the pre- and grad-events."""
+def event_schedule(method: Method, method_static: MethodStatic,
+                   epochs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Host-side bool (epochs, batches) schedules of the pre- and grad-events.
+
+  epochs: keep only the first `epochs` epochs of the method's schedule (the
+  truncated runs of benchmarks); default all.
+  """
   shape = (method_static.epochs, method_static.batches_per_epoch)
   pre = np.asarray(method.pre_event_steps(method_static), bool).reshape(shape)
   grad = np.asarray(method.grad_event_steps(method_static), bool).reshape(shape)
-  return pre, grad
+  return pre[:epochs], grad[:epochs]
 
 
 def _train_chunk(x, y, inputs: PruneInputs, static: train_ops.TrainStatic, method: Method,
@@ -114,7 +119,8 @@ def _train_chunk(x, y, inputs: PruneInputs, static: train_ops.TrainStatic, metho
                                 optax.trace(decay=static.momentum))
   aux_optimiser = optax.trace(decay=static.momentum)
   lrs = schedules.learning_rates(inputs.lr, inputs.schedule, static.epochs)  # (E, epochs)
-  pre_flags, grad_flags = (jnp.asarray(a) for a in event_schedule(method, method_static))
+  pre_flags, grad_flags = (jnp.asarray(a) for a in event_schedule(method, method_static,
+                                                                  static.epochs))
 
   def losses_of(params, aux, masks, batch_x, batch_y, t):
     if method.loss is None:
@@ -225,17 +231,21 @@ def _train_chunk(x, y, inputs: PruneInputs, static: train_ops.TrainStatic, metho
 
 
 def make_prune_train(static: train_ops.TrainStatic, method: Method, method_static: MethodStatic,
-                     mesh: jax.sharding.Mesh | None = None, max_traces: int | None = None):
+                     mesh: jax.sharding.Mesh | None = None, max_traces: int | None = None,
+                     truncated: bool = False):
   """Compile-once trainer for one method and bucket: `train(x, y, inputs) -> PruneResult`.
 
   static: the bucket's TrainStatic (its formulation is forced to "dot");
   method_static: the method's static settings (epochs and batches must agree).
   mesh, max_traces: as cubist.train.make_train.
+  truncated: benchmarks only: train just the first static.epochs epochs of a
+    method_static.epochs-long run (its events and counts as in the long run).
   """
   static = dataclasses.replace(static, formulation="dot", record_step_losses=False)
   static.validate()
-  if (method_static.epochs, method_static.batches_per_epoch) != (static.epochs,
-                                                                 static.batches_per_epoch):
+  too_long = static.epochs > method_static.epochs
+  if static.batches_per_epoch != method_static.batches_per_epoch or too_long or (
+      static.epochs != method_static.epochs and not truncated):
     raise ValueError(f"method_static epochs/batches ({method_static.epochs}, "
                      f"{method_static.batches_per_epoch}) differ from the trainer's "
                      f"({static.epochs}, {static.batches_per_epoch})")

@@ -1,0 +1,99 @@
+"""Pruning experiment families (METHODS §E, §F, §G.2, §G.3).
+
+  python -m experiments.prune --config=experiments/configs/prune.py:overparam --workdir=DIR
+
+Variants, comma-separated after the file name (one family, then modifiers):
+  overparam        §G.2: random init, widths 3..8, 16, 32, 64, 128, 256, targets
+                   15..26, 30, ..., 65 (f < N(w)), lr {0.05, 0.1, 0.2} x 3 schedules,
+                   the nine methods of paper (1), one run each (18,954 runs in the
+                   reference; hours on a 2-core CPU, `make bench` prints the projection).
+  fixed=PATH       §G.3: an npz init (../shared/data/bench95_init.npz), at width=W
+                   (the optimal width of the fixed-init search, default 4) and 16, the
+                   fixed-init f grid of target=95|99.5, 5 repeats.
+  sos              §F: magnitude and random (layer-wise, Zhu-Gupta schedule) at weight
+                   targets, VD and L0 over a log grid of strengths c / 49,982, VD
+                   thresholds tau in {0, 0.5, ..., 5}; width 16.
+  retrain=DIR      §F.5: scratch_e, scratch_b and lottery for every finished run of
+                   retrain_methods (default magnitude) in DIR's store.
+Modifiers:
+  quick            2 epochs, few widths/targets, one lr and schedule: minutes on 2 cores.
+  methods=a+b      only these methods (names from search.pruning.registry).
+  exact            count_mode="exact" (exactly f kept, ties by index) instead of the
+                   reference's measured counts (§E.10).
+  clean            the clean variants of the quirks with one (§H 1, 7).
+
+Expected: quick overparam, about 5 minutes on a 2-core CPU (36 runs, mostly
+compilation), every method's row in the printed table; the full family's
+accuracies at w = 16, f = 40 are in the README.
+"""
+
+import ml_collections
+
+from search.pruning import registry, variational
+
+PAPER = registry.PAPER_METHODS
+SOS = registry.SOS_METHODS
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  options = dict(item.split("=", 1) if "=" in item else (item, "1")
+                 for item in (arg or "overparam").split(",") if item)
+  known = {"overparam", "fixed", "sos", "retrain", "quick", "methods", "exact", "clean",
+           "target", "width"}
+  unknown = set(options) - known
+  if unknown:
+    raise ValueError(f"unknown prune config options {sorted(unknown)}; known: {sorted(known)}")
+  families = [f for f in ("overparam", "fixed", "sos", "retrain") if f in options] or ["overparam"]
+  if len(families) > 1:
+    raise ValueError(f"choose one family, not {families}")
+  quick = "quick" in options
+  config = ml_collections.ConfigDict()
+  config.family = families[0]
+  config.name = config.family + ("_quick" if quick else "")
+  config.epochs = 2 if quick else 50
+  config.count_mode = "exact" if "exact" in options else "reference"
+  config.method_options = {"clean": True} if "clean" in options else {}
+  config.init = "random"
+  config.lrs = (0.1,) if quick else (0.05, 0.1, 0.2)
+  config.schedules = ("cosine",) if quick else ("cosine", "step", "constant")
+  config.repeats = 1
+  config.strengths = {}
+  config.thresholds = (3.0,)
+  config.retrain_from = ""
+  config.retrain_methods = ("magnitude",)
+  if config.family == "overparam":
+    config.methods = PAPER
+    config.widths = (4, 16) if quick else (3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256)
+    config.targets = (20, 40) if quick else (tuple(range(15, 27))
+                                             + (30, 33, 37, 40, 44, 50, 53, 55, 57, 60, 65))
+  elif config.family == "fixed":
+    config.methods = PAPER
+    config.init = options["fixed"]
+    target = float(options.get("target", 95))
+    optimal = int(options.get("width", 4))
+    config.widths = (optimal,) if quick else (optimal, 16)
+    config.targets = ((15, 20) if quick else tuple(range(15, 27))) if target < 99 else (
+        (20, 30) if quick else (16, 18, 20, 22, 24, 25, 26, 27, 28, 29, 30, 32, 34, 36))
+    config.repeats = 1 if quick else 5
+  elif config.family == "sos":
+    config.methods = SOS
+    config.widths = (16,)
+    config.targets = (40, 140) if quick else (28, 40, 56, 84, 112, 168, 224, 280)  # 95..50% sparse
+    # VD / L0 strengths c / N_train on log grids (§F.3, J.11: a proposal for our scale,
+    # calibrated in search.pruning.variational.proposed_strengths).
+    if quick:
+      config.strengths = {"vd": (1 / 49_982, 100 / 49_982), "l0": (100 / 49_982, 1000 / 49_982)}
+    else:
+      config.strengths = {name: tuple(float(v) for v in variational.proposed_strengths(name))
+                          for name in ("vd", "l0")}
+    config.thresholds = (3.0,) if quick else tuple(
+        float(t) for t in variational.PROPOSED_THRESHOLDS)
+  else:
+    config.methods = ()
+    config.widths = ()
+    config.targets = ()
+    config.retrain_from = options["retrain"]
+    config.repeats = 1 if quick else 3
+  if "methods" in options:
+    config.methods = tuple(options["methods"].split("+"))
+  return config

@@ -1,0 +1,149 @@
+r"""`make bench`, pruning part: runs/s per method and the overparameterisation projection.
+
+  python -m search.pruning.bench --out=bench_pruning.json
+
+For every registered method at w = 16 and w = 256 (f = 40): warm runs/s of a
+full 50-epoch run (LTH: 5 rounds of 50), compile time separately. A full run
+at w = 256 takes minutes, so each program is timed on the first 1 and 2 epochs
+of the 50-epoch schedule (same events and counts) and fitted as
+`fixed + per_epoch * epochs`; the fixed part holds the at-init scoring and the
+final evaluation. Medians over `--repeats` warm calls.
+
+Projection of the whole §G.2 family (9 methods x widths 3..8, 16, ..., 256 x
+targets f < N(w) x 9 settings): plain (fixed-mask) training is timed at every
+width, and each method's cost at width w is the plain cost there times the
+method's measured overhead at the nearer of 16 and 256.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from cubist import data, mlp, train
+from cubist.specs import PRUNE_FAMILY, ExperimentSpec
+from search.pruning import families, registry, runner
+from search.pruning.base import Method
+from search.pruning.trainer import make_prune_train
+
+flags.DEFINE_string("out", "bench_pruning.json", "Where to write the JSON results.")
+flags.DEFINE_list("methods", [], "Methods to time (default: all registered).")
+flags.DEFINE_list("widths", ["16", "256"], "Widths at which every method is timed.")
+flags.DEFINE_list("plain_widths", ["4", "8", "16", "32", "64", "128", "256"],
+                  "Widths at which plain training is timed for the projection.")
+flags.DEFINE_integer("target", 40, "Target weight count f.")
+flags.DEFINE_integer("repeats", 3, "Timed warm calls per program (median).")
+flags.DEFINE_integer("epochs", 50, "Epochs of a full run.")
+FLAGS = flags.FLAGS
+
+PLAIN = Method("plain")
+
+
+def chunk_size(width: int) -> int:
+  """Experiments per call: enough to fill the cores, small at the widest widths."""
+  return 64 if width <= 16 else 32 if width <= 64 else 8
+
+
+def _specs(method: str, width: int, chunk: int, target: int, epochs: int):
+  strength = 1.0 / data.NUM_POINTS if registry.get(method).uses_strength else 0.0
+  return [ExperimentSpec(seed=i, lr=0.1, schedule="cosine", width=width, epochs=epochs,
+                         family=PRUNE_FAMILY, method=method,
+                         target_nnz=None if strength else target, strength=strength)
+          for i in range(chunk)]
+
+
+def time_program(method_name: str | None, width: int, target: int, epochs: int,
+                 repeats: int) -> dict:
+  """Fitted warm seconds of one full run of `method_name` (None: plain training) at `width`."""
+  x, y = (jax.numpy.asarray(a) for a in data.cubist_spiral())
+  chunk = chunk_size(width)
+  name = method_name or "snip"  # plain training still needs a spec to build inputs
+  specs = _specs(name, width, chunk, min(target, mlp.num_weights(width) - 1), epochs)
+  method_static = runner.method_static(specs[0])
+  inputs = runner.chunk_inputs(specs, width, method_static)
+  method = registry.get(method_name) if method_name else PLAIN
+  calls = {}
+  for short in (1, 2):
+    static = train.TrainStatic(width=width, epochs=short, formulation="dot")
+    fn = make_prune_train(static, method, method_static, truncated=True)
+    began = time.perf_counter()
+    jax.block_until_ready(fn(x, y, inputs))
+    first = time.perf_counter() - began
+    seconds = []
+    for _ in range(repeats):
+      began = time.perf_counter()
+      jax.block_until_ready(fn(x, y, inputs))
+      seconds.append(time.perf_counter() - began)
+    calls[short] = dict(median_s=statistics.median(seconds), all_s=seconds,
+                        compile_s=max(first - statistics.median(seconds), 0.0))
+  per_epoch = max(calls[2]["median_s"] - calls[1]["median_s"], 0.0) / method.rounds
+  fixed = max(calls[1]["median_s"] - method.rounds * per_epoch, 0.0)
+  full = fixed + per_epoch * method.rounds * epochs
+  return dict(method=method_name or "plain", width=width, chunk=chunk, rounds=method.rounds,
+              calls=calls, fixed_s=fixed, per_epoch_s=per_epoch, full_call_s=full,
+              seconds_per_run=full / chunk, runs_per_second=chunk / full,
+              compile_s=calls[1]["compile_s"])
+
+
+def overparam_runs() -> dict[tuple[str, int], int]:
+  """Runs of the §G.2 family per (method, width)."""
+  settings = len(families.PRUNING_LRS) * len(families.SCHEDULES)
+  return {(m, w): settings * sum(f < mlp.num_weights(w) for f in families.OVERPARAM_TARGETS)
+          for m in registry.PAPER_METHODS for w in families.OVERPARAM_WIDTHS}
+
+
+def project_overparam(method_records: list[dict], plain_records: list[dict]) -> dict:
+  """Projected hours of the whole overparameterisation family on this machine."""
+  plain = {r["width"]: r["seconds_per_run"] for r in plain_records}
+  overhead = {(r["method"], r["width"]): r["seconds_per_run"] / plain[r["width"]]
+              for r in method_records if r["width"] in plain}
+  measured = sorted({w for _, w in overhead})
+  total, missing = 0.0, []
+  for (method, width), runs in overparam_runs().items():
+    nearest = min(measured, key=lambda w: abs(np.log(w) - np.log(width)))
+    base = plain.get(width) or plain[min(plain, key=lambda w: abs(w - width))]
+    if (method, nearest) not in overhead:
+      missing.append(method)
+      continue
+    total += runs * base * overhead[(method, nearest)]
+  return dict(runs=sum(overparam_runs().values()), hours=total / 3600,
+              methods_missing=sorted(set(missing)))
+
+
+def main(argv):
+  del argv
+  names = FLAGS.methods or list(registry.names())
+  result = dict(machine=dict(platform=platform.platform(), processor=platform.processor(),
+                             cpus=len(jax.devices()), backend=jax.default_backend()),
+                target=FLAGS.target, epochs=FLAGS.epochs, repeats=FLAGS.repeats,
+                command="python -m search.pruning.bench " + " ".join(
+                    f"--{k}={v}" for k, v in (("methods", ",".join(FLAGS.methods)),
+                                              ("widths", ",".join(FLAGS.widths))) if v),
+                methods=[], plain=[])
+  for width in (int(w) for w in FLAGS.plain_widths):
+    record = time_program(None, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats)
+    result["plain"].append(record)
+    print(f"plain      w={width:>3}: {record['runs_per_second']:8.2f} runs/s "
+          f"({record['seconds_per_run']:.3f} s/run)", flush=True)
+  for width in (int(w) for w in FLAGS.widths):
+    for name in names:
+      record = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats)
+      result["methods"].append(record)
+      print(f"{name:<10} w={width:>3}: {record['runs_per_second']:8.2f} runs/s "
+            f"(compile {record['compile_s']:.1f} s)", flush=True)
+  result["overparam_projection"] = project_overparam(result["methods"], result["plain"])
+  projection = result["overparam_projection"]
+  print(f"overparameterisation family: {projection['runs']} runs, projected "
+        f"{projection['hours']:.1f} h on this machine")
+  with open(FLAGS.out, "w") as handle:
+    json.dump(result, handle, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
