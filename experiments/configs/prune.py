@@ -13,6 +13,8 @@ Variants, comma-separated after the file name (one family, then modifiers):
   sos              §F: magnitude and random (layer-wise, Zhu-Gupta schedule) at weight
                    targets, VD and L0 over a log grid of strengths c / 49,982, VD
                    thresholds tau in {0, 0.5, ..., 5}; width 16.
+  study            every method at w = 16, f = 40, 14 seeds x 9 settings (VD and L0 at two
+                   strengths each): the per-method table of the README (~25 min, 2 cores).
   retrain=DIR      §F.5: scratch_e, scratch_b and lottery for every finished run of
                    retrain_methods (default magnitude) in DIR's store.
 Modifiers:
@@ -38,12 +40,13 @@ SOS = registry.SOS_METHODS
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   options = dict(item.split("=", 1) if "=" in item else (item, "1")
                  for item in (arg or "overparam").split(",") if item)
-  known = {"overparam", "fixed", "sos", "retrain", "quick", "methods", "exact", "clean",
+  known = {"overparam", "fixed", "sos", "study", "retrain", "quick", "methods", "exact", "clean",
            "target", "width"}
   unknown = set(options) - known
   if unknown:
     raise ValueError(f"unknown prune config options {sorted(unknown)}; known: {sorted(known)}")
-  families = [f for f in ("overparam", "fixed", "sos", "retrain") if f in options] or ["overparam"]
+  families = [f for f in ("overparam", "fixed", "sos", "study", "retrain")
+              if f in options] or ["overparam"]
   if len(families) > 1:
     raise ValueError(f"choose one family, not {families}")
   quick = "quick" in options
@@ -88,6 +91,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                           for name in ("vd", "l0")}
     config.thresholds = (3.0,) if quick else tuple(
         float(t) for t in variational.PROPOSED_THRESHOLDS)
+  elif config.family == "study":
+    config.methods = PAPER + SOS
+    config.widths = (16,)
+    config.targets = (40,)
+    config.repeats = 2 if quick else 14  # 14 x 9 settings = 126 runs: one chunk of 128
+    config.strengths = {"vd": (3 / 49_982, 30 / 49_982), "l0": (300 / 49_982, 1000 / 49_982)}
   else:
     config.methods = ()
     config.widths = ()
