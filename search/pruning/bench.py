@@ -47,7 +47,7 @@ PLAIN = Method("plain")
 
 def chunk_size(width: int) -> int:
   """Experiments per call: enough to fill the cores, small at the widest widths."""
-  return 64 if width <= 16 else 32 if width <= 64 else 8
+  return 64 if width <= 16 else 16 if width <= 64 else 4 if width <= 128 else 2
 
 
 def _specs(method: str, width: int, chunk: int, target: int, epochs: int):
