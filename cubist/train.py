@@ -45,6 +45,12 @@ from cubist.mlp import Layer, Params
 
 FORMULATIONS = ("dot", "unit")
 EXPERIMENT_AXIS = "experiments"
+# The "unit" formulation's elementwise loops over experiments are vectorised by
+# XLA in blocks; experiments that fall outside whole blocks take a remainder
+# loop that rounds differently (measured on CPU: chunks of < 32 experiments gave
+# other bits than chunks of 256). Padding every chunk to a multiple of this many
+# experiments keeps each run on the same code path whatever its chunk.
+UNIT_BLOCK = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -383,7 +389,14 @@ def make_train(static: TrainStatic, mesh: jax.sharding.Mesh | None = None,
     if x.shape != (static.num_points, 2) or y.shape != (static.num_points,):
       raise ValueError(f"data of shapes {x.shape} and {y.shape} do not match "
                        f"num_points={static.num_points}")
-    return _train_chunk(x, y, inputs, static)
+    if static.formulation != "unit":
+      return _train_chunk(x, y, inputs, static)
+    experiments = inputs.lr.shape[0]
+    pad = -experiments % UNIT_BLOCK
+    padded = jax.tree.map(
+        lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a, inputs)
+    result = _train_chunk(x, y, padded, static)
+    return jax.tree.map(lambda a: a[:experiments], result)
 
   if max_traces is not None:
     train = chex.assert_max_traces(train, n=max_traces)
