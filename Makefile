@@ -15,11 +15,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The main job: a quick combinatorial search (widths 1..3, 10 epochs) that prints
-# the sparsest model it finds. DEMO_DIR keeps its store, so a rerun resumes.
+# the sparsest model it finds, then its HTML report (the path is printed).
+# DEMO_DIR keeps its store, so a rerun resumes.
 DEMO_DIR ?= /tmp/cubist_demo
 
 demo: $(VENV)/.installed
 	$(PY) -m experiments.search --config=experiments/configs/search.py:quick --workdir=$(DEMO_DIR)
+	$(PY) -m experiments.report --workdir=$(DEMO_DIR)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
