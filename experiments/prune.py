@@ -6,6 +6,10 @@ Resumable: run the same command again and finished experiments are skipped.
 `--num_shards/--shard_index` split the sweep for batch clusters.
 """
 
+from cubist import devices
+
+devices.use_host_cores()  # before JAX starts: one host device per core
+
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -11,6 +11,10 @@ cached in REPORT/models/, so a second report is fast. `--noretrain` draws only
 what is cached. Bad input (no store, incompatible shards) is a one-line error.
 """
 
+from cubist import devices
+
+devices.use_host_cores()  # before JAX starts: one host device per core
+
 import sys
 
 from absl import app, flags

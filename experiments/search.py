@@ -9,6 +9,10 @@ part of every level and waits for the others at level boundaries. With
 process becomes one shard.
 """
 
+from cubist import devices
+
+devices.use_host_cores()  # before JAX starts: one host device per core
+
 import sys
 
 from absl import app, flags

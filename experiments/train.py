@@ -7,6 +7,10 @@ Resumable: run the same command again and finished experiments are skipped.
 writes its own store file in DIR.
 """
 
+from cubist import devices
+
+devices.use_host_cores()  # before JAX starts: one host device per core
+
 import itertools
 import json
 

@@ -17,6 +17,10 @@ method's measured overhead at the nearer of 16 and 256.
 
 from __future__ import annotations
 
+from cubist import devices
+
+devices.use_host_cores()  # before JAX starts: measured as the engine runs, on every core
+
 import json
 import platform
 import statistics
@@ -47,7 +51,7 @@ PLAIN = Method("plain")
 
 def chunk_size(width: int) -> int:
   """Experiments per call: enough to fill the cores, small at the widest widths."""
-  return 64 if width <= 16 else 16 if width <= 64 else 4 if width <= 128 else 2
+  return 128 if width <= 16 else 16 if width <= 64 else 4 if width <= 128 else 2
 
 
 def _specs(method: str, width: int, chunk: int, target: int, epochs: int):
@@ -68,10 +72,14 @@ def time_program(method_name: str | None, width: int, target: int, epochs: int,
   method_static = runner.method_static(specs[0])
   inputs = runner.chunk_inputs(specs, width, method_static)
   method = registry.get(method_name) if method_name else PLAIN
+  mesh = train.experiment_mesh() if len(jax.local_devices()) > 1 else None
+  if mesh is not None:  # as the engine does: the experiment axis sharded over the devices
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.EXPERIMENT_AXIS))
+    inputs = jax.device_put(inputs, sharding)
   calls = {}
   for short in (1, 2):
     static = train.TrainStatic(width=width, epochs=short, formulation="dot")
-    fn = make_prune_train(static, method, method_static, truncated=True)
+    fn = make_prune_train(static, method, method_static, mesh=mesh, truncated=True)
     began = time.perf_counter()
     jax.block_until_ready(fn(x, y, inputs))
     first = time.perf_counter() - began
@@ -86,6 +94,7 @@ def time_program(method_name: str | None, width: int, target: int, epochs: int,
   fixed = max(calls[1]["median_s"] - method.rounds * per_epoch, 0.0)
   full = fixed + per_epoch * method.rounds * epochs
   return dict(method=method_name or "plain", width=width, chunk=chunk, rounds=method.rounds,
+              devices=1 if mesh is None else mesh.size,
               calls=calls, fixed_s=fixed, per_epoch_s=per_epoch, full_call_s=full,
               seconds_per_run=full / chunk, runs_per_second=chunk / full,
               compile_s=calls[1]["compile_s"])
