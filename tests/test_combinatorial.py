@@ -814,7 +814,7 @@ def test_binary_rejects_an_unknown_config_option(tmp_path):
   proc = run_binary("--config=experiments/configs/search.py:targte=95", f"--workdir={tmp_path / 'w'}")
   assert proc.returncode != 0
   assert "unknown search config options ['targte']" in proc.stderr
-  assert "known: ['canonical', 'exhaustive', 'fallback', 'fixed', 'quick', 'reference_caps', 'target']" in proc.stderr
+  assert "known: ['canonical', 'exhaustive', 'fallback', 'fixed', 'phase1_only', 'quick', 'reference_caps', 'target']" in proc.stderr
   assert not (tmp_path / "w").exists()
 
 
