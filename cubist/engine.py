@@ -241,31 +241,23 @@ def run(specs: list[ExperimentSpec], workdir, sweep_name: str = "sweep",
     static = train.TrainStatic(width=key.width, epochs=key.epochs, batch_size=key.batch_size,
                                shared_order=key.shared_order, order=key.data_order,
                                formulation=plan.formulation(key.width))
-    make_inputs = chunk_inputs
+    if max_traces is not None:
+      import chex
+      chex.clear_trace_counter()  # chex counts per definition site, not per trainer
     if key.method is not None:  # a pruning method: its own trainer and inputs
-      from search.pruning import runner, trainer as prune_trainer
+      from search.pruning import runner
       static = dataclasses.replace(static, formulation="dot")
       make_inputs = functools.partial(runner.chunk_inputs, static=key.method_static)
+      train_fn = runner.trainer_for(static, key.method, key.method_static, mesh, max_traces)
+    else:
+      make_inputs = chunk_inputs
+      train_fn = (_cached_train(static, mesh) if max_traces is None
+                  else train.make_train(static, mesh, max_traces=max_traces))
     # Small buckets get the next power of two (at least the device count), so
     # the number of distinct chunk shapes, hence compilations, stays small.
     size = min(plan.chunk_size(key.width, len(devices)),
                max(len(devices), 1 << (len(bucket) - 1).bit_length()))
     size = -(-size // len(devices)) * len(devices)
-    if key.method is not None:
-      if max_traces is not None:
-        import chex
-        chex.clear_trace_counter()
-        from search.pruning import registry
-        train_fn = prune_trainer.make_prune_train(static, registry.get(key.method),
-                                                  key.method_static, mesh, max_traces=max_traces)
-      else:
-        train_fn = runner.cached_train(static, key.method, key.method_static, mesh)
-    elif max_traces is not None:
-      import chex
-      chex.clear_trace_counter()
-      train_fn = train.make_train(static, mesh, max_traces=max_traces)
-    else:
-      train_fn = _cached_train(static, mesh)
     for start in range(0, len(bucket), size):
       chunk = bucket[start:start + size]
       padded = chunk + [chunk[-1]] * (size - len(chunk))

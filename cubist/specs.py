@@ -86,6 +86,10 @@ class ExperimentSpec:
     widths = self.widths if self.widths is not None else (self.width,) * 3
     return mask_ops.structured_masks(widths, self.width)
 
+  def num_weights(self) -> int:
+    """N: the number of weights its starting mask allows (what pruning counts refer to)."""
+    return int(sum(np.asarray(layer.weight).sum() for layer in self.masks()))
+
   def hidden_widths(self) -> tuple[int, int, int]:
     """(d1, d2, d3): the number of hidden units per layer that carry any mask entry."""
     if self.mask is None:
@@ -139,7 +143,7 @@ def is_pruning(spec: ExperimentSpec) -> bool:
 def _validate_pruning(spec: ExperimentSpec) -> None:
   from search.pruning import base, registry  # the strategies layer, only for pruning specs
   method = registry.get(spec.method)  # one-line error listing the known methods
-  num_weights = int(sum(np.asarray(layer.weight).sum() for layer in spec.masks()))
+  num_weights = spec.num_weights()
   if method.uses_strength and spec.target_nnz is None:
     pass  # VD, L0: the sparsity emerges from the strength
   elif spec.target_nnz is None or not 1 <= spec.target_nnz < num_weights:

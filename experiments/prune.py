@@ -10,17 +10,10 @@ from cubist import devices
 
 devices.use_host_cores()  # before JAX starts: one host device per core
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
-from cubist import engine, summary
+from experiments import sweep
 from search.pruning import families
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (see experiments/configs/).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the results store.")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split the sweep into this many shards.")
-_SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "Which shard this process runs.")
-flags.mark_flags_as_required(["config", "workdir"])
 
 
 def format_summary(rows) -> str:
@@ -36,20 +29,5 @@ def format_summary(rows) -> str:
   return "\n".join(lines)
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  try:
-    specs = families.specs_from_config(config)
-    results = engine.run(specs, _WORKDIR.value, sweep_name=config.name,
-                         fingerprint=summary.config_fingerprint(config),
-                         shard_index=_SHARD_INDEX.value, num_shards=_NUM_SHARDS.value)
-  except ValueError as error:
-    raise SystemExit(f"error: {error}") from None
-  rows = results.rows()
-  print(format_summary(rows))
-  print(f"\n{len(rows)} runs in {results.path}")
-
-
 if __name__ == "__main__":
-  app.run(main)
+  app.run(sweep.main(families.specs_from_config, format_summary))

@@ -12,19 +12,12 @@ from cubist import devices
 devices.use_host_cores()  # before JAX starts: one host device per core
 
 import itertools
-import json
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
-from cubist import engine, summary
+from cubist import summary
 from cubist.specs import ExperimentSpec
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (see experiments/configs/).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the results store.")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split the sweep into this many shards.")
-_SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "Which shard this process runs.")
-flags.mark_flags_as_required(["config", "workdir"])
+from experiments import sweep
 
 
 def grid_specs(config) -> list[ExperimentSpec]:
@@ -39,20 +32,9 @@ def grid_specs(config) -> list[ExperimentSpec]:
           config.widths, config.seeds, config.lrs, config.schedules)]
 
 
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  try:
-    specs = grid_specs(config)
-    fingerprint = summary.config_fingerprint(config)
-    results = engine.run(specs, _WORKDIR.value, sweep_name=config.name, fingerprint=fingerprint,
-                         shard_index=_SHARD_INDEX.value, num_shards=_NUM_SHARDS.value)
-  except ValueError as error:
-    raise SystemExit(f"error: {error}") from None
-  rows = results.rows()
-  print(summary.table(rows, group_by=("d1", "d2", "d3", "lr", "schedule")))
-  print(f"\n{len(rows)} runs in {results.path}")
+def format_rows(rows) -> str:
+  return summary.table(rows, group_by=("d1", "d2", "d3", "lr", "schedule"))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(sweep.main(grid_specs, format_rows))

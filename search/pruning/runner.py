@@ -35,10 +35,10 @@ def method_key(seed: int) -> jax.Array:
   return jax.random.fold_in(jax.random.PRNGKey(seed), 2)
 
 
-def host_counts(spec: ExperimentSpec, static: MethodStatic) -> np.ndarray:
-  """The method's count schedule for this spec, in the reference's float64 arithmetic."""
+def host_counts(spec: ExperimentSpec, num_weights: int, static: MethodStatic) -> np.ndarray:
+  """The method's count schedule for this spec (N = num_weights), in the reference's
+  float64 arithmetic."""
   method = registry.get(spec.method)
-  num_weights = int(sum(np.asarray(layer.weight).sum() for layer in spec.masks()))
   target = spec.target_nnz if spec.target_nnz is not None else 0  # VD, L0 have none
   if method.host_counts is None or spec.target_nnz is None:
     return np.array([target], np.int32)
@@ -49,11 +49,10 @@ def chunk_inputs(specs: list[ExperimentSpec], padded_width: int,
                  static: MethodStatic) -> PruneInputs:
   """Host-side PruneInputs for a chunk of one method (leading axis = len(specs))."""
   base = engine.chunk_inputs(specs, padded_width)
-  counts = [host_counts(spec, static) for spec in specs]
+  num_weights = np.array([spec.num_weights() for spec in specs], np.int32)
+  counts = [host_counts(spec, int(n), static) for spec, n in zip(specs, num_weights)]
   length = max(len(c) for c in counts)
   counts = np.stack([np.pad(c, (0, length - len(c)), mode="edge") for c in counts])
-  num_weights = np.array([int(sum(np.asarray(l.weight).sum() for l in spec.masks()))
-                          for spec in specs], np.int32)
   hyper = Hyper(target_nnz=np.array([spec.target_nnz or 0 for spec in specs], np.int32),
                 lr=base.lr, strength=np.array([spec.strength for spec in specs], np.float32),
                 threshold=np.array([spec.threshold for spec in specs], np.float32),
@@ -67,3 +66,12 @@ def chunk_inputs(specs: list[ExperimentSpec], padded_width: int,
 def cached_train(static: train.TrainStatic, method_name: str, method_static: MethodStatic, mesh):
   """One jitted trainer per (bucket, method, settings, mesh), reused across engine calls."""
   return make_prune_train(static, registry.get(method_name), method_static, mesh)
+
+
+def trainer_for(static: train.TrainStatic, method_name: str, method_static: MethodStatic,
+                mesh, max_traces: int | None = None):
+  """The engine's trainer for a pruning bucket: cached, or fresh and guarded (tests)."""
+  if max_traces is None:
+    return cached_train(static, method_name, method_static, mesh)
+  return make_prune_train(static, registry.get(method_name), method_static, mesh,
+                          max_traces=max_traces)
