@@ -26,14 +26,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
-# The trainer (bench.json, about 9 minutes on a 2-core CPU; `python -m cubist.bench --helpfull`
+# The trainer (bench.json, about 9 minutes on a 2-core CPU; `python -m experiments.bench --helpfull`
 # lists the sweeps), then the pruning methods (bench_pruning.json: runs/s per method at
 # w = 16 and 256, f = 40, and the projected time of the overparameterisation family).
 BENCH_FLAGS ?= --dense_chunks=128,256 --sparse_chunks=128,256,512 --sharded=true --per_width_widths=4,6,8
 
 bench: $(VENV)/.installed
-	$(PY) -m cubist.bench --out=bench.json $(BENCH_FLAGS)
-	$(PY) -m search.pruning.bench --out=bench_pruning.json $(PRUNE_BENCH_FLAGS)
+	$(PY) -m experiments.bench --out=bench.json $(BENCH_FLAGS)
+	$(PY) -m experiments.bench_pruning --out=bench_pruning.json $(PRUNE_BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) bench.json bench_pruning.json

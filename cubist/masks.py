@@ -122,8 +122,7 @@ def connectivity(params: Params) -> dict[str, jax.Array]:
   live_units = [forward[l] & backward[l] for l in range(1, 4)]
   # A dead unit only matters if the layer slot exists; padded units are always
   # unreachable, so count dead units among units that carry any weight or bias.
-  present = [jnp.any(edges[l - 1], axis=-1) | jnp.any(edges[l], axis=-2)
-             | (params[l - 1].bias != 0) for l in range(1, 4)]
+  present = used_units(params)
   dead = sum(jnp.count_nonzero(p & ~live, axis=-1) for p, live in zip(present, live_units))
   nnz = weight_nnz(params)
   return {"effective_weight_nnz": effective, "disconnected_weight_nnz": nnz - effective,
@@ -152,17 +151,28 @@ def unpack_masks(blob: bytes, shapes_json: str) -> Params:
   return tuple(Layer(arrays[2 * i], arrays[2 * i + 1]) for i in range(len(arrays) // 2))
 
 
+def used_units(masks: Params) -> list:
+  """Per hidden layer, bool (..., w): units that carry any weight (in or out) or a bias.
+
+  `masks` may be bool masks or values (nonzero = present), numpy or jax, with
+  any leading axes. A unit that is not used is inert: removing it changes no
+  computation. (Whether a used unit can also reach the output is
+  `connectivity`'s question.)
+  """
+  present = [(layer.weight != 0, layer.bias != 0) for layer in masks]
+  return [present[l][0].any(axis=-1) | present[l + 1][0].any(axis=-2) | present[l][1]
+          for l in range(3)]
+
+
 def occupied_width(masks: Params) -> int:
-  """Smallest hidden width holding every live unit: slicing to it is exact.
+  """Smallest hidden width holding every used unit: slicing to it is exact.
 
   Units beyond it have all-zero weight rows/columns and biases in the mask, so
   they are inert and removing them changes no computation.
   """
   used = 0
-  for l in range(3):
-    unit_used = (np.any(np.asarray(masks[l].weight), axis=-1)
-                 | np.any(np.asarray(masks[l + 1].weight), axis=-2)
-                 | np.asarray(masks[l].bias))
+  for unit_used in used_units(tuple(Layer(np.asarray(l.weight), np.asarray(l.bias))
+                                    for l in masks)):
     while unit_used.ndim > 1:
       unit_used = np.any(unit_used, axis=0)
     indices = np.flatnonzero(unit_used)

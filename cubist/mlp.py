@@ -160,3 +160,26 @@ def pad_params(params: Params, width: int) -> Params:
     return jnp.pad(array, pads) if isinstance(array, jax.Array) else np.pad(array, pads)
   return tuple(Layer(pad(layer.weight, weight_shape), pad(layer.bias, bias_shape))
                for layer, (weight_shape, bias_shape) in zip(params, layer_shapes(width)))
+
+
+def pack_params(params: Params) -> bytes:
+  """One network's parameters as float32 bytes (W1, b1, ..., W4, b4, row-major).
+
+  The width is implied by the sizes (`unpack_params`); the store keeps them
+  at the network's occupied width, a few hundred bytes for a sparse network.
+  """
+  return b"".join(np.asarray(array, np.float32).tobytes() for layer in params for array in layer)
+
+
+def unpack_params(blob: bytes, width: int) -> Params:
+  """Inverse of `pack_params` for a network of hidden width `width`."""
+  flat = np.frombuffer(blob, np.float32)
+  sizes = [int(np.prod(shape)) for pair in layer_shapes(width) for shape in pair]
+  if flat.size != sum(sizes):
+    raise ValueError(f"{flat.size} stored parameters do not make a width-{width} network "
+                     f"({sum(sizes)})")
+  arrays, offset = [], 0
+  for shape, size in zip((shape for pair in layer_shapes(width) for shape in pair), sizes):
+    arrays.append(flat[offset:offset + size].reshape(shape).copy())
+    offset += size
+  return tuple(Layer(arrays[2 * i], arrays[2 * i + 1]) for i in range(NUM_LAYERS))

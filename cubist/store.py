@@ -1,281 +1,505 @@
-"""The results database: one SQLite file per shard, one row per experiment.
+"""The results database: one SQLite file per shard, one row per experiment (schema v2).
+
+A row says everything about its run (ARCHITECTURE principle 7): the full spec
+as JSON that round-trips to an `ExperimentSpec` (`row_spec`), the repeat
+index, status, metrics, measured NNZ counts, the packed final mask and the
+trained parameters at the network's occupied width (`row_params`) and the
+trainer layout that produced them (part of the bits, with the spec). The file's
+`meta` table records the schema version, the training-semantics version
+(cubist.semantics) and the sweep's name and fingerprint.
 
 Why SQLite: it is in the standard library, a single file is easy to copy off a
 batch node, and its transactions are durable. In WAL mode with
-synchronous=NORMAL a committed transaction survives the process being killed
-(only a power cut can lose the last commits), and readers such as the report
-never block the writer.
+synchronous=NORMAL a committed transaction survives the process being killed,
+and readers such as the report never block the writer.
 
-Why one transaction per chunk: the engine trains a chunk of experiments in one
-compiled call and commits all of its rows with `commit_rows` at once. A sweep
-that is killed loses at most the chunk in flight; on restart the engine drops
-every spec whose `exp_id` is in `done_ids()` and carries on. Rows are written
-with INSERT OR REPLACE, so re-running a chunk is idempotent.
+Why one transaction per chunk: the engine trains a chunk in one compiled call
+and commits its rows with `commit_rows` at once. A sweep that is killed loses
+at most the chunk in flight; on restart the engine skips every exp_id in
+`done_ids()`. Rows are written with INSERT OR REPLACE, so re-running a chunk is
+idempotent.
+
+Refusals: opening a store to add runs first reads an existing file without
+changing it. A file that is not SQLite, an SQLite file that is not a cubist
+store, a store of an unknown schema, of schema v1 (older code: no semantics
+version), of other training semantics or of another sweep is refused with a
+one-line `StoreError` naming the file and what to do. Old and foreign-version
+stores stay readable (`open_readonly`, `merge_stores`): their rows carry
+`schema` and `semantics` so the report can mark them.
+
+A writer holds an exclusive lock (`<store>.lock`, with its pid) for as long as
+the store is open: two processes cannot train into one file; shards still run
+concurrently, each on its own file. The store file itself is created at the
+first commit, so a sweep that fails before finishing a chunk leaves none.
 
 Shard layout: an unsharded sweep writes `WORKDIR/results.sqlite`; shard i of n
-(`--shard_index/--num_shards`) writes `WORKDIR/results-shard{i:03d}-of-{n:03d}.sqlite`
-(see `store_path`). Each file records the sweep's name and fingerprint in a
-`meta` table, so a workdir cannot silently mix two sweeps; `merge_stores`
-reads the shard files back as one deduplicated list of rows.
-
-Note: SQLite stores a NaN REAL as NULL, so a diverged run's NaN loss reads back
-as None (and as nan in `to_records`).
+writes `WORKDIR/results-shard{i:03d}-of-{n:03d}.sqlite` (`store_path`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import sqlite3
 import time
 from pathlib import Path
 
-import numpy as np
+from cubist import masks as mask_ops, mlp
+from cubist.semantics import SEMANTICS_VERSION
+from cubist.specs import ExperimentSpec
 
-# (column, SQL type, required). Required columns are NOT NULL; the result
-# columns are optional because a 'failed' run has no metrics, but an 'ok' row
-# must carry all of _OK_REQUIRED.
+SCHEMA_VERSION = 2
+
+# (column, SQL type, required). Required columns are NOT NULL; result columns
+# are optional because a 'failed' run has no metrics (an 'ok' row must carry
+# all of _OK_REQUIRED) and a diverged run has no meaningful NNZ.
 _SCHEMA = (
-    ("exp_id", "TEXT", True),
-    ("family", "TEXT", True),
-    ("method", "TEXT", True),
-    ("width", "INTEGER", True),
-    ("d1", "INTEGER", True),
-    ("d2", "INTEGER", True),
-    ("d3", "INTEGER", True),
-    ("seed", "INTEGER", True),
-    ("lr", "REAL", True),
-    ("schedule", "TEXT", True),
-    ("epochs", "INTEGER", True),
-    ("batch_size", "INTEGER", True),
-    ("init", "TEXT", True),
-    ("shared_order", "INTEGER", True),
-    ("data_order", "TEXT", True),
-    ("target_nnz", "INTEGER", False),
-    ("mask_config", "TEXT", False),
-    ("extra", "TEXT", False),
-    ("count_mode", "TEXT", False),
-    ("strength", "REAL", False),
-    ("threshold", "REAL", False),
-    ("method_options", "TEXT", False),
-    ("status", "TEXT", True),
-    ("accuracy", "REAL", False),
-    ("loss", "REAL", False),
-    ("weight_nnz", "INTEGER", False),
-    ("model_nnz", "INTEGER", False),
-    ("effective_weight_nnz", "INTEGER", False),
-    ("dead_units", "INTEGER", False),
-    ("mask", "BLOB", False),
-    ("mask_shape", "TEXT", False),
-    ("seconds", "REAL", False),
-    ("created_at", "REAL", True),
+  ("exp_id", "TEXT", True),
+  ("spec", "TEXT", True),
+  ("family", "TEXT", True),
+  ("method", "TEXT", True),
+  ("repeat", "INTEGER", True),
+  ("width", "INTEGER", True),
+  ("d1", "INTEGER", True),
+  ("d2", "INTEGER", True),
+  ("d3", "INTEGER", True),
+  ("seed", "INTEGER", True),
+  ("lr", "REAL", True),
+  ("schedule", "TEXT", True),
+  ("epochs", "INTEGER", True),
+  ("batch_size", "INTEGER", True),
+  ("init", "TEXT", True),
+  ("init_id", "TEXT", True),
+  ("shared_order", "INTEGER", True),
+  ("data_order", "TEXT", True),
+  ("target_nnz", "INTEGER", False),
+  ("mask_config", "TEXT", False),
+  ("source_id", "TEXT", False),
+  ("source_method", "TEXT", False),
+  ("count_mode", "TEXT", True),
+  ("strength", "REAL", True),
+  ("threshold", "REAL", True),
+  ("method_options", "TEXT", False),
+  ("status", "TEXT", True),
+  ("accuracy", "REAL", False),
+  ("loss", "REAL", False),
+  ("weight_nnz", "INTEGER", False),
+  ("model_nnz", "INTEGER", False),
+  ("effective_weight_nnz", "INTEGER", False),
+  ("dead_units", "INTEGER", False),
+  ("mask", "BLOB", False),
+  ("mask_shape", "TEXT", False),
+  ("params", "BLOB", False),
+  ("params_width", "INTEGER", False),
+  ("layout", "TEXT", True),
+  ("seconds", "REAL", False),
+  ("created_at", "REAL", True),
 )
 RUN_COLUMNS = tuple(name for name, _, _ in _SCHEMA)
 _TYPES = {name: sql_type for name, sql_type, _ in _SCHEMA}
 _REQUIRED = tuple(n for n, _, req in _SCHEMA if req and n != "created_at")
-_OK_REQUIRED = ("accuracy", "loss", "weight_nnz", "model_nnz",
-                "effective_weight_nnz", "mask", "mask_shape", "seconds")
+_OK_REQUIRED = ("accuracy", "loss", "weight_nnz", "model_nnz", "effective_weight_nnz", "mask",
+                "mask_shape", "params", "params_width", "seconds")
 STATUSES = ("ok", "diverged", "failed")
 
-_DDL = "CREATE TABLE IF NOT EXISTS runs (\n  " + ",\n  ".join(
+_DDL = (
+  "CREATE TABLE runs (\n  "
+  + ",\n  ".join(
     f"{n} {t}" + (" PRIMARY KEY" if n == "exp_id" else "") + (" NOT NULL" if req else "")
     for n, t, req in _SCHEMA
-) + ",\n  CHECK (status IN ('ok', 'diverged', 'failed'))\n)"
-_INSERT = (f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}) "
-           f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})")
+  )
+  + ",\n  CHECK (status IN ('ok', 'diverged', 'failed'))\n)"
+)
+_INSERT = (
+  f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}) "
+  f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})"
+)
 
 
-class SweepMismatchError(ValueError):
-    """The store file belongs to a different sweep (fingerprint differs)."""
+class StoreError(ValueError):
+  """A store file that cannot be used as asked (one line: which file, why, what to do)."""
+
+
+class SweepMismatchError(StoreError):
+  """The store file belongs to a different sweep (fingerprint differs)."""
 
 
 def store_path(workdir: str | os.PathLike, shard_index: int = 0, num_shards: int = 1) -> Path:
-    """The store file of one shard of a sweep in `workdir`."""
-    if num_shards == 1:
-        return Path(workdir) / "results.sqlite"
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index {shard_index} is not in [0, {num_shards})")
-    return Path(workdir) / f"results-shard{shard_index:03d}-of-{num_shards:03d}.sqlite"
+  """The store file of one shard of a sweep in `workdir`."""
+  if num_shards < 1:
+    raise ValueError(f"num_shards={num_shards} must be >= 1")
+  if num_shards == 1:
+    return Path(workdir) / "results.sqlite"
+  if not 0 <= shard_index < num_shards:
+    raise ValueError(f"shard_index={shard_index} must be in 0..{num_shards - 1}")
+  return Path(workdir) / f"results-shard{shard_index:03d}-of-{num_shards:03d}.sqlite"
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+  """A read-only connection that leaves a cleanly closed store byte for byte as it was.
+
+  Without a -wal file everything is in the main file, so it is opened
+  `immutable` (no -shm is created, and it works in a read-only folder). With
+  one (a writer is running, or was killed), a plain read-only connection sees
+  the committed transactions in it; in a read-only folder, where that
+  connection cannot create its -shm, the immutable fallback reads the main
+  file only.
+  """
+  uri = path.resolve().as_uri()
+  if not path.with_name(path.name + "-wal").exists():
+    return sqlite3.connect(uri + "?immutable=1", uri=True, timeout=60, isolation_level=None)
+  db = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=60, isolation_level=None)
+  try:
+    db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+  except sqlite3.OperationalError:
+    db.close()
+    db = sqlite3.connect(uri + "?immutable=1", uri=True, timeout=60, isolation_level=None)
+  return db
+
+
+def read_meta(path: str | os.PathLike) -> dict | None:
+  """The meta table of an existing store file, without changing it.
+
+  Returns {"schema": int, "semantics": int | None, "sweep_name", "sweep_fingerprint"},
+  or None for an empty database (no tables: a store being created, or an empty file).
+  Raises StoreError for a file that is not SQLite, not a cubist store, or damaged.
+  """
+  path = Path(path)
+  if not os.access(path, os.R_OK):
+    raise StoreError(f"{path} cannot be read (permission denied); check the file's permissions")
+  try:
+    db = _connect_readonly(path)
+    try:
+      tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+      if not tables:
+        return None
+      if not {"meta", "runs"} <= tables:
+        raise StoreError(f"{path} is an SQLite file but not a cubist result store (no "
+                         "meta/runs tables); move it away or use another --workdir")
+      meta = dict(db.execute("SELECT key, value FROM meta"))
+      db.execute("SELECT exp_id FROM runs").fetchall()  # reads every page of the index
+    finally:
+      db.close()
+  except sqlite3.DatabaseError as error:
+    raise StoreError(f"{path} is not a readable cubist result store ({error}: a corrupt, "
+                     "truncated or foreign file); move it away or use another --workdir") from None
+  if "sweep_fingerprint" not in meta:
+    raise StoreError(f"{path} is an SQLite file but not a cubist result store (no sweep "
+                     "fingerprint); move it away or use another --workdir")
+  semantics = meta.get("semantics_version")
+  return {"schema": int(meta.get("schema_version", 1)),
+          "semantics": None if semantics is None else int(semantics),
+          "sweep_name": meta.get("sweep_name", "?"),
+          "sweep_fingerprint": meta["sweep_fingerprint"]}
+
+
+def check_writable(path: str | os.PathLike, sweep_name: str, sweep_fingerprint: str) -> None:
+  """Raise StoreError unless runs of this sweep and code may be added to `path`.
+
+  A missing file is fine (it will be created). Nothing is changed.
+  """
+  path = Path(path)
+  if not path.exists():
+    return
+  if path.is_dir():
+    raise StoreError(f"{path} is a directory, not a result store; move it away")
+  meta = read_meta(path)
+  if meta is None:
+    return  # empty: the writer creates the tables
+  if meta["schema"] == 1:
+    raise StoreError(
+      f"{path} is a schema-v1 store written by older cubist code (no training-semantics "
+      "version); the report still reads it, but new runs cannot join it: use another --workdir")
+  if meta["schema"] != SCHEMA_VERSION:
+    raise StoreError(f"{path} has store schema v{meta['schema']}, which this code (v"
+                     f"{SCHEMA_VERSION}) does not know; use the code that wrote it or another "
+                     "--workdir")
+  if meta["semantics"] != SEMANTICS_VERSION:
+    raise StoreError(
+      f"{path} holds runs of training semantics v{meta['semantics']}, this code trains "
+      f"v{SEMANTICS_VERSION}; they must not be mixed: use another --workdir (the report reads both)")
+  if meta["sweep_fingerprint"] != sweep_fingerprint:
+    raise SweepMismatchError(
+      f"workdir {path.parent} holds sweep {meta['sweep_name']!r} "
+      f"(fingerprint {meta['sweep_fingerprint'][:12]}...), not {sweep_name!r} "
+      f"({sweep_fingerprint[:12]}...); use another --workdir")
 
 
 def _convert(col: str, value):
-    """A Python/numpy value as the plain type sqlite3 binds for `col`."""
-    if value is None:
-        return None
-    kind = _TYPES[col]
-    if kind == "INTEGER":
-        return int(value)
-    if kind == "REAL":
-        return float(value)
-    if kind == "BLOB":
-        return bytes(value)
-    if col in ("extra", "mask_shape", "method_options") and not isinstance(value, str):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
+  """A Python/numpy value as the plain type sqlite3 binds for `col`."""
+  if value is None:
+    return None
+  kind = _TYPES[col]
+  if kind == "INTEGER":
+    return int(value)
+  if kind == "REAL":
+    return float(value)
+  if kind == "BLOB":
+    return bytes(value)
+  if col in ("mask_shape", "method_options") and not isinstance(value, str):
+    return json.dumps(value, sort_keys=True)
+  return str(value)
 
 
 def _check_keys(row: dict) -> None:
-    unknown = [k for k in row if k not in _TYPES]
-    if unknown:
-        raise ValueError(f"unknown run column(s) {unknown} in row {row.get('exp_id')!r}")
-    required = _REQUIRED + (_OK_REQUIRED if row.get("status") == "ok" else ())
-    missing = [k for k in required if row.get(k) is None]
-    if missing:
-        raise ValueError(f"row {row.get('exp_id')!r} lacks required column(s) {missing}")
-    if row["status"] not in STATUSES:
-        raise ValueError(f"row {row['exp_id']!r}: status {row['status']!r} is not one of {STATUSES}")
+  unknown = [k for k in row if k not in _TYPES]
+  if unknown:
+    raise ValueError(f"unknown run column(s) {unknown} in row {row.get('exp_id')!r}")
+  required = _REQUIRED + (_OK_REQUIRED if row.get("status") == "ok" else ())
+  missing = [k for k in required if row.get(k) is None]
+  if missing:
+    raise ValueError(f"row {row.get('exp_id')!r} lacks required column(s) {missing}")
+  if row["status"] not in STATUSES:
+    raise ValueError(f"row {row['exp_id']!r}: status {row['status']!r} is not one of {STATUSES}")
 
 
 class ResultStore:
-    """One SQLite file of experiment rows, tagged with the sweep it belongs to."""
+  """One SQLite store file of one sweep, opened to add runs (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike, sweep_name: str, sweep_fingerprint: str):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._transaction():
-            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db.execute(_DDL)
-            self._add_missing_columns()
-            self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                                 [("sweep_name", sweep_name), ("sweep_fingerprint", sweep_fingerprint)])
-        self._read_meta()
-        if self.sweep_fingerprint != sweep_fingerprint:
-            self._db.close()
-            raise SweepMismatchError(
-                f"workdir {self.path.parent} holds sweep {self.sweep_name!r} "
-                f"(fingerprint {self.sweep_fingerprint[:12]}...), not {sweep_name!r} "
-                f"({sweep_fingerprint[:12]}...); use another --workdir")
+  def __init__(self, path: str | os.PathLike, sweep_name: str, sweep_fingerprint: str):
+    """Check an existing file (nothing changes on a refusal), then take the writer's lock."""
+    self.path = Path(path)
+    self.sweep_name, self.sweep_fingerprint = sweep_name, sweep_fingerprint
+    check_writable(self.path, sweep_name, sweep_fingerprint)
+    self._db = None
+    self._made_dirs = []
+    self._lock = self._take_lock()
+    if self.path.exists():
+      self._open()
 
-    @classmethod
-    def open_readonly(cls, path: str | os.PathLike) -> "ResultStore":
-        """Open an existing store for reading, whatever sweep it holds."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no result store at {path}")
-        self = cls.__new__(cls)
-        self.path = path
-        self._db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
-                                   timeout=60, isolation_level=None)
-        self._read_meta()
-        return self
+  def _take_lock(self):
+    """An exclusive flock on `<store>.lock` (creating the workdir if needed)."""
+    parent = self.path.parent
+    missing = []
+    while not parent.exists():
+      missing.append(parent)
+      parent = parent.parent
+    try:
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      self._made_dirs = missing
+      lock = open(self.lock_path, "a+")
+    except OSError as error:
+      raise StoreError(f"cannot write to {self.path.parent} ({error.strerror}); choose a "
+                       "writable --workdir") from None
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+      if error.errno not in (errno.EAGAIN, errno.EACCES):
+        raise
+      lock.seek(0)
+      holder = lock.read().strip() or "?"
+      lock.close()
+      raise StoreError(f"{self.path} is in use by process {holder}; wait for it to finish "
+                       "or stop it (two processes must not train into one store)") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
 
-    def _read_meta(self) -> None:
-        meta = dict(self._db.execute("SELECT key, value FROM meta"))
-        self.sweep_name = meta["sweep_name"]
-        self.sweep_fingerprint = meta["sweep_fingerprint"]
+  @property
+  def lock_path(self) -> Path:
+    return self.path.with_name(self.path.name + ".lock")
 
-    @contextlib.contextmanager
-    def _transaction(self):
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+  def _open(self) -> None:
+    """Open (creating at the first commit) the file for writing."""
+    self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+    self._db.execute("PRAGMA journal_mode=WAL")
+    self._db.execute("PRAGMA synchronous=NORMAL")
+    if not self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+      with self._transaction():
+        self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.execute(_DDL)
+        self._db.executemany("INSERT INTO meta VALUES (?, ?)", [
+          ("schema_version", str(SCHEMA_VERSION)),
+          ("semantics_version", str(SEMANTICS_VERSION)),
+          ("sweep_name", self.sweep_name),
+          ("sweep_fingerprint", self.sweep_fingerprint),
+        ])
 
-    def _add_missing_columns(self) -> None:
-        """Stores written before a column existed get it (NULL for their rows)."""
-        present = self._columns()
-        for name, sql_type, _ in _SCHEMA:
-            if name not in present:
-                self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
+  @classmethod
+  def open_readonly(cls, path: str | os.PathLike) -> "StoreReader":
+    """Open an existing store for reading, whatever sweep, schema or semantics it holds."""
+    return StoreReader(path)
 
-    def done_ids(self) -> set[str]:
-        """exp_ids of every committed row, whatever its status."""
-        return {r[0] for r in self._db.execute("SELECT exp_id FROM runs")}
+  @contextlib.contextmanager
+  def _transaction(self):
+    self._db.execute("BEGIN IMMEDIATE")
+    try:
+      yield
+    except BaseException:
+      self._db.execute("ROLLBACK")
+      raise
+    self._db.execute("COMMIT")
 
-    def commit_rows(self, rows: list[dict]) -> None:
-        """Write `rows` in one transaction: all of them or none."""
-        for row in rows:
-            _check_keys(row)
-        now = time.time()
-        with self._transaction():
-            for row in rows:
-                values = {**{"created_at": now}, **row}
-                self._db.execute(_INSERT, [_convert(c, values.get(c)) for c in RUN_COLUMNS])
+  def done_ids(self) -> set[str]:
+    """exp_ids of every committed row, whatever its status."""
+    if self._db is None:
+      return set()
+    return {r[0] for r in self._db.execute("SELECT exp_id FROM runs")}
 
-    def rows(self, where: str | None = None, params=()) -> list[dict]:
-        """Rows (as dicts over RUN_COLUMNS) matching an SQL `where` clause, by exp_id."""
-        # A store written before a column existed (opened read-only, so not
-        # migrated) lacks it: such columns read as None.
-        present = [c for c in RUN_COLUMNS if c in self._columns()]
-        sql = f"SELECT {', '.join(present)} FROM runs"
-        if where:
-            sql += f" WHERE {where}"
-        missing = dict.fromkeys(c for c in RUN_COLUMNS if c not in present)
-        return [{**missing, **dict(zip(present, r))}
-                for r in self._db.execute(sql + " ORDER BY exp_id", params)]
+  def commit_rows(self, rows: list[dict]) -> None:
+    """Write `rows` in one transaction: all of them or none."""
+    for row in rows:
+      _check_keys(row)
+    if self._db is None:
+      self._open()
+    now = time.time()
+    with self._transaction():
+      for row in rows:
+        values = {**{"created_at": now}, **row}
+        self._db.execute(_INSERT, [_convert(c, values.get(c)) for c in RUN_COLUMNS])
 
-    def _columns(self) -> set[str]:
-        return {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+  def rows(self, where: str | None = None, params=()) -> list[dict]:
+    """Rows (dicts over RUN_COLUMNS) matching an SQL `where` clause, by exp_id."""
+    if self._db is None:
+      return []
+    return _select(self._db, RUN_COLUMNS, where, params)
 
-    def count(self, status: str | None = None) -> int:
-        if status is None:
-            return self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        return self._db.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (status,)).fetchone()[0]
+  def count(self, status: str | None = None) -> int:
+    if self._db is None:
+      return 0
+    if status is None:
+      return self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    return self._db.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (status,)).fetchone()[0]
 
-    def to_records(self, include_mask: bool = False, where: str | None = None,
-                   params=()) -> dict[str, np.ndarray]:
-        """Column -> numpy array. See `records_from_rows`."""
-        return records_from_rows(self.rows(where, params), include_mask)
+  def close(self) -> None:
+    """Close the file and release the lock; a store that never committed leaves nothing."""
+    if self._db is not None:
+      self._db.close()
+      self._db = None
+    if self._lock is not None:
+      if not self.path.exists():
+        self.lock_path.unlink(missing_ok=True)
+        for folder in self._made_dirs:  # innermost first
+          with contextlib.suppress(OSError):
+            folder.rmdir()
+      self._lock.close()
+      self._lock = None
 
-    def close(self) -> None:
-        self._db.close()
+  def __enter__(self) -> "ResultStore":
+    return self
 
-    def __enter__(self) -> "ResultStore":
-        return self
+  def __exit__(self, *exc) -> None:
+    self.close()
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+  def __del__(self):
+    with contextlib.suppress(Exception):
+      self.close()
 
 
-def records_from_rows(rows: list[dict], include_mask: bool = False) -> dict[str, np.ndarray]:
-    """Column -> numpy array: REAL as float64 (NULL -> nan), INTEGER as int64
-    (float64 with nan where a value is NULL), TEXT and BLOB as object arrays.
-    The mask column is left out unless `include_mask`."""
-    out = {}
-    for col in RUN_COLUMNS:
-        if col == "mask" and not include_mask:
-            continue
-        values = [r[col] for r in rows]
-        kind = _TYPES[col]
-        if kind == "REAL" or (kind == "INTEGER" and None in values):
-            out[col] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        elif kind == "INTEGER":
-            out[col] = np.array(values, dtype=np.int64)
-        else:
-            out[col] = np.array(values + [None], dtype=object)[:-1]  # keep 1-D even for bytes
-    return out
+def _select(db: sqlite3.Connection, wanted, where=None, params=()) -> list[dict]:
+  """Rows with every `wanted` column (None where the table lacks it) and any other it has."""
+  columns = [row[1] for row in db.execute("PRAGMA table_info(runs)")]
+  sql = f"SELECT {', '.join(columns)} FROM runs"
+  if where:
+    sql += f" WHERE {where}"
+  missing = dict.fromkeys(c for c in wanted if c not in columns)
+  return [{**missing, **dict(zip(columns, r))} for r in db.execute(sql + " ORDER BY exp_id", params)]
+
+
+class StoreReader:
+  """A store opened read-only, whatever its schema, semantics or sweep (for the report).
+
+  Rows carry every RUN_COLUMN (None where an old schema lacks it) plus
+  `schema` and `semantics`, the store's versions. An empty database (a store
+  being created) reads as no rows, with `empty` set.
+  """
+
+  def __init__(self, path: str | os.PathLike, missing_ok: bool = False):
+    """missing_ok: a file that does not exist (nothing committed yet) reads as empty."""
+    self.path = Path(path)
+    self._db = None
+    if not self.path.is_file() and not (missing_ok and not self.path.exists()):
+      raise StoreError(f"no result store at {self.path}")
+    meta = read_meta(self.path) if self.path.exists() else None
+    self.empty = meta is None
+    meta = meta or {"schema": SCHEMA_VERSION, "semantics": SEMANTICS_VERSION,
+                    "sweep_name": "", "sweep_fingerprint": ""}
+    self.schema, self.semantics = meta["schema"], meta["semantics"]
+    self.sweep_name, self.sweep_fingerprint = meta["sweep_name"], meta["sweep_fingerprint"]
+    if not self.empty:
+      self._db = _connect_readonly(self.path)
+
+  def rows(self, where: str | None = None, params=()) -> list[dict]:
+    if self.empty:
+      return []
+    rows = _select(self._db, RUN_COLUMNS, where, params)
+    for row in rows:
+      row["schema"], row["semantics"] = self.schema, self.semantics
+    return rows
+
+  def count(self, status: str | None = None) -> int:
+    return len(self.rows("status = ?", (status,)) if status else self.done_ids())
+
+  def done_ids(self) -> set[str]:
+    return set() if self.empty else {r[0] for r in self._db.execute("SELECT exp_id FROM runs")}
+
+  def close(self) -> None:
+    if self._db is not None:
+      self._db.close()
+      self._db = None
+
+  def __enter__(self) -> "StoreReader":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def row_spec(row: dict) -> ExperimentSpec:
+  """The ExperimentSpec a (schema v2) row was trained from."""
+  if not row.get("spec"):
+    raise StoreError(f"run {row.get('exp_id')} comes from a schema-v{row.get('schema', 1)} store, "
+                     "which does not record its spec")
+  return ExperimentSpec.from_json(row["spec"])
+
+
+def row_params(row: dict, width: int | None = None) -> mlp.Params:
+  """A row's trained parameters (numpy float32), zero-padded to `width` (default: the run's)."""
+  if row.get("params") is None:
+    raise StoreError(f"run {row.get('exp_id')} has no stored weights (status "
+                     f"{row.get('status')}, schema v{row.get('schema', SCHEMA_VERSION)})")
+  params = mlp.unpack_params(row["params"], int(row["params_width"]))
+  return mlp.pad_params(params, int(row["width"] if width is None else width))
+
+
+def row_masks(row: dict) -> mlp.Params:
+  """A row's final bool masks at the run's full width."""
+  return mask_ops.unpack_masks(row["mask"], row["mask_shape"])
 
 
 def find_stores(workdir: str | os.PathLike) -> list[Path]:
-    """Every store file (all shards) in a workdir; a one-line error if there is none."""
-    paths = sorted(Path(workdir).glob("results*.sqlite"))
-    if not paths:
-        raise ValueError(f"no result store (results*.sqlite) in {workdir}")
-    return paths
+  """Every store file (all shards) in a workdir; a one-line error if there is none."""
+  workdir = Path(workdir)
+  if not workdir.is_dir():
+    raise StoreError(f"workdir {workdir} does not exist or is not a directory")
+  paths = sorted(workdir.glob("results*.sqlite"))
+  if not paths:
+    raise StoreError(f"no result store (results*.sqlite) in {workdir}")
+  return paths
 
 
 def merge_stores(paths) -> list[dict]:
-    """Rows of several shard files of one sweep, deduplicated by exp_id (the
-    most recently created row wins), sorted by exp_id."""
-    merged: dict[str, dict] = {}
-    fingerprint = first = None
-    for path in paths:
-        with ResultStore.open_readonly(path) as store:
-            if fingerprint is None:
-                fingerprint, first = store.sweep_fingerprint, path
-            elif store.sweep_fingerprint != fingerprint:
-                raise ValueError(
-                    f"{path} holds sweep {store.sweep_name!r} (fingerprint {store.sweep_fingerprint[:12]}...), "
-                    f"but {first} holds fingerprint {fingerprint[:12]}...; they cannot be merged")
-            for row in store.rows():
-                old = merged.get(row["exp_id"])
-                if old is None or row["created_at"] >= old["created_at"]:
-                    merged[row["exp_id"]] = row
-    return [merged[k] for k in sorted(merged)]
+  """Rows of several shard files of one sweep, deduplicated by exp_id (the most
+  recently created row wins), sorted by exp_id."""
+  merged: dict[str, dict] = {}
+  fingerprint = first = None
+  for path in paths:
+    with StoreReader(path) as store:
+      if store.empty:
+        continue
+      if fingerprint is None:
+        fingerprint, first = store.sweep_fingerprint, path
+      elif store.sweep_fingerprint != fingerprint:
+        raise StoreError(
+          f"{path} holds sweep {store.sweep_name!r} (fingerprint {store.sweep_fingerprint[:12]}...), "
+          f"but {first} holds fingerprint {fingerprint[:12]}...; they cannot be merged")
+      for row in store.rows():
+        old = merged.get(row["exp_id"])
+        if old is None or row["created_at"] >= old["created_at"]:
+          merged[row["exp_id"]] = row
+  return [merged[k] for k in sorted(merged)]

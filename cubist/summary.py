@@ -8,10 +8,17 @@ from collections import defaultdict
 
 import numpy as np
 
+from cubist.semantics import SEMANTICS_VERSION
+from cubist.specs import init_id
+
 
 def config_fingerprint(config) -> str:
-  """A stable hash of a config: a workdir belongs to one config."""
-  return hashlib.sha1(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+  """A stable hash of a config under this code's training semantics: a workdir belongs to one."""
+  fields = config.to_dict()
+  if isinstance(fields.get("init"), str):
+    fields["init"] = init_id(fields["init"])  # a file by its contents, not its path
+  payload = {"config": fields, "semantics": SEMANTICS_VERSION}
+  return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def table(rows: list[dict], group_by: tuple[str, ...]) -> str:

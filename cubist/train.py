@@ -1,10 +1,14 @@
-"""The vectorised trainer: a whole 50-epoch run as one compiled `lax.scan`.
+"""The one trainer: a whole run of any method as one compiled `lax.scan`.
 
-`make_train(static)` returns `train(data, inputs) -> TrainResult` for a chunk of
-E experiments. Every field of `TrainInputs` has a leading experiment axis E
-(ARCHITECTURE principle 1): seeds, learning rates, schedule ids, initial
-weights and masks are arrays, so a new value never recompiles. `TrainStatic`
-holds what decides the compiled program (padded width, epochs, batch size...).
+`make_train(static, method, method_static)` returns `train(x, y, inputs) ->
+TrainResult` for a chunk of E experiments. Every field of `TrainInputs` has a
+leading experiment axis E (ARCHITECTURE principle 1): seeds, learning rates,
+schedule ids, initial weights, masks and method hyperparameters are arrays, so
+a new value never recompiles. `TrainStatic` holds what decides the compiled
+program (padded width, epochs, batch size, layout...). Fixed-mask training is
+the plain method (`cubist.method.PLAIN_METHOD`, the default); a pruning method
+adds its hooks (cubist.method) at init, at shared event steps, between rounds
+and at the end. This is the only training scan in the code.
 
 Reference semantics kept (METHODS §C):
 - BCE-with-logits, mean over the batch of 128; 390 batches per epoch, drop last,
@@ -20,13 +24,20 @@ Reference semantics kept (METHODS §C):
 - Final accuracy (logit > 0; a logit of exactly 0 is class 0) and mean loss on
   all 49,982 points, after the last epoch.
 
-Two formulations of the same arithmetic, chosen per width bucket by the engine:
+Two layouts of the same arithmetic, chosen per width bucket by the engine:
 - "dot": the experiment axis leads and each layer is a batched matmul
   (vmap of x @ W.T). Best for wide layers.
 - "unit": the experiment axis is minor (last) and each hidden unit is an
   explicit sum over its inputs, so XLA fuses a layer into elementwise loops that
   vectorise over experiments. Far faster than tiny batched matmuls for w <= ~4.
-Both give the same results up to float rounding (tested).
+Both give the same results up to float rounding (tested). Method hooks see one
+experiment in either layout (they are vmapped over the layout's experiment
+axis); a method with its own loss sees (B, 2) batches and runs in "dot" only.
+
+Randomness: `inputs.key` draws the data orders; `inputs.method_key` (per
+experiment) feeds `at_init` (fold 0), `aux_init` (fold 1) and, per global step
+t, the events and stochastic losses (fold 2, then t). A run therefore does not
+depend on the chunk it shares.
 """
 
 from __future__ import annotations
@@ -35,13 +46,15 @@ import dataclasses
 import functools
 from typing import NamedTuple
 
-import chex
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from cubist import data, mlp, order, schedules
-from cubist.mlp import Layer, Params
+from cubist import data, order, schedules
+from cubist.method import PLAIN_METHOD, Hyper, Method, MethodStatic, RunState, event_schedule
+from cubist.mlp import Params
 
 FORMULATIONS = ("dot", "unit")
 EXPERIMENT_AXIS = "experiments"
@@ -109,31 +122,39 @@ class TrainStatic:
 class TrainInputs(NamedTuple):
   """One chunk of experiments; every field has a leading axis E.
 
-  key: uint32 (E, 2) raw PRNG keys (jax.random.PRNGKey(seed)), each experiment's own.
+  key: uint32 (E, 2) raw PRNG keys of the data orders (spec.run_keys), each experiment's own.
   lr: float32 (E,) base learning rates (> 0).
   schedule: int32 (E,) schedule ids (cubist.schedules.SCHEDULES).
   params: initial Params at width static.width, leading E.
-  masks: bool Params at width static.width, leading E.
+  masks: bool Params at width static.width, leading E (the starting network).
+  method_key: uint32 (E, 2) the method's own randomness; None for the plain method.
+  hyper: the method's Hyper; None for the plain method.
   """
   key: jax.Array
   lr: jax.Array
   schedule: jax.Array
   params: Params
   masks: Params
+  method_key: jax.Array | None = None
+  hyper: Hyper | None = None
 
 
 class TrainResult(NamedTuple):
   """Per-experiment results, leading axis E.
 
-  params: final (masked) parameters. accuracy, loss: (E,) on all data points.
-  epoch_loss: (E, epochs) mean training loss per epoch.
-  step_loss: (E, epochs * batches) per-step loss, or None unless recorded.
+  params: final (masked) parameters; masks: final bool masks (the input masks
+  for the plain method). accuracy, loss: (E,) on all data points.
+  epoch_loss: (E, rounds * epochs) mean training loss per epoch.
+  step_loss: (E, rounds * epochs * batches) per-step loss, or None unless recorded.
+  failed: bool (E,) runs the reference would not have produced (Method.failed).
   """
   params: Params
+  masks: Params
   accuracy: jax.Array
   loss: jax.Array
   epoch_loss: jax.Array
   step_loss: jax.Array | None
+  failed: jax.Array
 
 
 # --- The two formulations of the forward pass -------------------------------
@@ -314,97 +335,272 @@ def _epoch_indices(states, static: TrainStatic) -> jax.Array:
   return jnp.swapaxes(batches, 0, 1)
 
 
-def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic) -> TrainResult:
-  """The whole run for one chunk of experiments (leading axis E)."""
+# --- Method hooks over the chunk ---------------------------------------------
+#
+# A hook is written for one experiment; `_vmap_hook` maps it over the chunk.
+# Each argument is a tree in the layout (its experiment axis is the layout's),
+# a row (leading E: keys, Hyper) or shared (data, the step counter).
+TREE, ROW, SHARED = "tree", "row", None
+
+
+def _vmap_hook(hook: Callable, formulation: str, static: MethodStatic, args, axes):
+  """hook(*args, static=static) for every experiment; tree outputs come back in the layout."""
+  tree_axis = 0 if formulation == "dot" else -1
+  in_axes = tuple(tree_axis if axis == TREE else 0 if axis == ROW else None for axis in axes)
+  return jax.vmap(functools.partial(hook, static=static), in_axes=in_axes,
+                  out_axes=tree_axis)(*args)
+
+
+def _fold(keys: jax.Array, value) -> jax.Array:
+  return jax.vmap(lambda key: jax.random.fold_in(key, value))(keys)
+
+
+def _as_float(masks: Params) -> Params:
+  return jax.tree.map(lambda m: m.astype(jnp.float32), masks)
+
+
+def _as_bool(masks: Params) -> Params:
+  return jax.tree.map(lambda m: m != 0, masks)
+
+
+def _sgd(static: TrainStatic):
+  """PyTorch SGD as optax: weight decay added before momentum (METHODS §C)."""
+  return optax.chain(optax.add_decayed_weights(static.weight_decay),
+                     optax.trace(decay=static.momentum))
+
+
+def _momentum(opt_state) -> Params:
+  """The momentum buffer inside `_sgd`'s state (chain of (decay, trace))."""
+  return opt_state[1].trace
+
+
+def _with_momentum(opt_state, momentum: Params):
+  return (opt_state[0], optax.TraceState(trace=momentum))
+
+
+class _Carry(NamedTuple):
+  """The scan's state: the network (float 0/1 masks), optimiser states and aux parameters."""
+  params: Params
+  masks: Params
+  opt_state: tuple
+  aux: object
+  aux_state: optax.TraceState
+
+
+class _StepInput(NamedTuple):
+  """What one step reads: its data rows in the layout (or, with a shared order, its
+  index in the epoch), its global step, and whether the shared events fire."""
+  batch: jax.Array
+  step: jax.Array
+  pre_event: jax.Array | None
+  grad_event: jax.Array | None
+
+
+def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
+                 method_static: MethodStatic | None, events) -> TrainResult:
+  """The whole run of one method for one chunk of experiments (leading axis E)."""
   formulation = static.formulation
-  optimiser = optax.chain(optax.add_decayed_weights(static.weight_decay),
-                          optax.trace(decay=static.momentum))
-  masks = _to_layout(jax.tree.map(lambda m: m.astype(jnp.float32), inputs.masks), formulation)
+  hook = functools.partial(_vmap_hook, formulation=formulation, static=method_static)
+  hyper = inputs.hyper
+  optimiser = _sgd(static)
+  aux_optimiser = optax.trace(decay=static.momentum)
+  masks = _to_layout(_as_float(inputs.masks), formulation)
   params = jax.tree.map(jnp.multiply, _to_layout(inputs.params, formulation), masks)
-  opt_state = optimiser.init(params)
+  if method.at_init is not None:
+    params, new_masks = hook(method.at_init, args=(_fold(inputs.method_key, 0), params,
+                                                   _as_bool(masks), x, y, hyper),
+                             axes=(ROW, TREE, TREE, SHARED, SHARED, ROW))
+    masks = _as_float(new_masks)
+    params = jax.tree.map(jnp.multiply, params, masks)
+  start_params = params
+  aux = ()
+  if method.aux_init is not None:
+    aux = hook(method.aux_init, args=(_fold(inputs.method_key, 1), params, _as_bool(masks), hyper),
+               axes=(ROW, TREE, TREE, ROW))
+  step_keys = _fold(inputs.method_key, 2) if inputs.method_key is not None else None
   lrs = schedules.learning_rates(inputs.lr, inputs.schedule, static.epochs)  # (E, epochs)
-  value_and_grad = jax.value_and_grad(
-      lambda p, batch_x, batch_y: (lambda l: (jnp.sum(l), l))(
-          _losses(p, batch_x, batch_y, formulation)), has_aux=True)
-
-  experiments = inputs.lr.shape[0]
   x_steps = x.T if formulation == "unit" else x  # columns for the per-unit gathers
+  experiments = inputs.lr.shape[0]
 
-  def step(carry, step_input):
-    params, opt_state, lr, states = carry
+  def losses_of(params, aux, masks, batch_x, batch_y, t):
+    if method.loss is None:
+      return _losses(params, batch_x, batch_y, formulation)
+    return hook(method.loss, args=(params, aux, _as_bool(masks), batch_x, batch_y,
+                                   _fold(step_keys, t), t, hyper),
+                axes=(TREE, TREE, TREE, ROW, ROW, ROW, SHARED, ROW))
+
+  value_and_grad = jax.value_and_grad(
+      lambda trainable, masks, bx, by, t: (lambda l: (jnp.sum(l), l))(
+          losses_of(trainable[0], trainable[1], masks, bx, by, t)), has_aux=True)
+
+  def install(carry: _Carry, state: RunState) -> _Carry:
+    """A hook's RunState back into the carry, parameters re-masked."""
+    masks = _as_float(state.masks)
+    return carry._replace(params=jax.tree.map(jnp.multiply, state.params, masks), masks=masks,
+                          opt_state=_with_momentum(carry.opt_state, state.momentum))
+
+  def run_state(carry: _Carry) -> RunState:
+    return RunState(carry.params, _as_bool(carry.masks), _momentum(carry.opt_state))
+
+  def step(carry: _Carry, step_input: _StepInput, lr, states):
+    t = step_input.step
+    if method.pre_event is not None:
+      carry = jax.lax.cond(
+          step_input.pre_event,
+          lambda c: install(c, hook(method.pre_event,
+                                    args=(t, _fold(step_keys, t), run_state(c), hyper),
+                                    axes=(SHARED, ROW, TREE, ROW))),
+          lambda c: c, carry)
     if static.shared_order:
-      indices = _shared_step_indices(states, step_input, experiments, static)
+      indices = _shared_step_indices(states, step_input.batch, experiments, static)
       if formulation == "unit":
         indices = indices.T  # (E, B) -> (B, E)
     else:
-      indices = step_input  # this step's rows of _epoch_indices, already in layout
+      indices = step_input.batch  # this step's rows of _epoch_indices, already in layout
     batch_x, batch_y = _gather(x_steps, y, indices, formulation)
-    (_, losses), grads = value_and_grad(params, batch_x, batch_y)
-    updates, opt_state = optimiser.update(grads, opt_state, params)
-    params = jax.tree.map(
-        lambda p, u, m: (p - _per_experiment(lr, u, formulation) * u) * m,
-        params, updates, masks)
-    return (params, opt_state, lr, states), losses
+    (_, losses), (grads, aux_grads) = value_and_grad((carry.params, carry.aux), carry.masks,
+                                                     batch_x, batch_y, t)
 
-  def epoch(carry, epoch_inputs):
-    params, opt_state = carry
-    epoch_index, lr = epoch_inputs
+    def sgd(carry: _Carry) -> _Carry:
+      updates, opt_state = optimiser.update(grads, carry.opt_state, carry.params)
+      params = jax.tree.map(lambda p, u, m: (p - _per_experiment(lr, u, formulation) * u) * m,
+                            carry.params, updates, carry.masks)
+      aux_updates, aux_state = aux_optimiser.update(aux_grads, carry.aux_state, carry.aux)
+      aux = jax.tree.map(lambda a, u: a - _per_experiment(lr, u, formulation) * u,
+                         carry.aux, aux_updates)
+      return _Carry(params, carry.masks, opt_state, aux, aux_state)
+
+    if method.grad_event is None:
+      carry = sgd(carry)
+    else:
+      carry = jax.lax.cond(
+          step_input.grad_event,
+          lambda c: install(c, hook(method.grad_event,
+                                    args=(t, _fold(step_keys, t), run_state(c), grads, hyper),
+                                    axes=(SHARED, ROW, TREE, TREE, ROW))),
+          sgd, carry)
+    return carry, losses
+
+  def epoch(carry: _Carry, epoch_inputs):
+    epoch_index, lr, pre_events, grad_events = epoch_inputs
     states = _epoch_states(inputs.key, epoch_index, static)
     if static.shared_order:
-      step_inputs = jnp.arange(static.batches_per_epoch)
+      batches = jnp.arange(static.batches_per_epoch)
     else:
-      step_inputs = _epoch_indices(states, static)
-      states = jnp.zeros((), jnp.int32)  # not needed inside the steps
-    (params, opt_state, _, _), losses = jax.lax.scan(
-        step, (params, opt_state, lr, states), step_inputs)
-    return (params, opt_state), losses  # losses (batches, E)
+      batches = _epoch_indices(states, static)
+      states = None  # not needed inside the steps
+    steps = epoch_index * static.batches_per_epoch + jnp.arange(static.batches_per_epoch)
+    return jax.lax.scan(lambda c, s: step(c, s, lr, states), carry,
+                        _StepInput(batches, steps, pre_events, grad_events))
 
-  (params, _), losses = jax.lax.scan(
-      epoch, (params, opt_state), (jnp.arange(static.epochs), lrs.T))
+  pre_events, grad_events = (None, None) if events is None else (jnp.asarray(e) for e in events)
+
+  def one_round(params, aux, masks):
+    """A whole training run from `params` with fresh momentum and schedule."""
+    params = jax.tree.map(jnp.multiply, params, masks)
+    carry = _Carry(params, masks, optimiser.init(params), aux, aux_optimiser.init(aux))
+    carry, losses = jax.lax.scan(
+        epoch, carry, (jnp.arange(static.epochs), lrs.T, pre_events, grad_events))
+    return carry, losses  # losses (epochs, batches, E)
+
+  if method.rounds == 1:
+    carry, losses = one_round(params, aux, masks)
+    params, aux, masks = carry.params, carry.aux, carry.masks
+  else:
+    def round_body(round_carry, round_index):
+      masks, _, _ = round_carry
+      carry, losses = one_round(start_params, aux, masks)
+      next_masks = jax.lax.cond(
+          round_index < method.rounds,
+          lambda m: _as_float(hook(method.round_end, args=(round_index, carry.params,
+                                                           _as_bool(m), hyper),
+                                   axes=(SHARED, TREE, TREE, ROW))),
+          lambda m: m, masks)
+      return (next_masks, carry.params, carry.aux), (losses, masks)
+
+    (_, params, aux), (losses, round_masks) = jax.lax.scan(
+        round_body, (masks, start_params, aux), jnp.arange(1, method.rounds + 1))
+    masks = jax.tree.map(lambda a: a[-1], round_masks)  # the last round's masks
+    losses = losses.reshape((-1,) + losses.shape[2:])  # (rounds * epochs, batches, E)
+
+  if method.finalize is not None:
+    params, new_masks = hook(method.finalize, args=(params, aux, _as_bool(masks), hyper),
+                             axes=(TREE, TREE, TREE, ROW))
+    masks = _as_float(new_masks)
+    params = jax.tree.map(jnp.multiply, params, masks)
+  if method.failed is not None:
+    failed = hook(method.failed, args=(_as_bool(masks), hyper), axes=(TREE, ROW))
+  else:
+    failed = jnp.zeros((experiments,), bool)
   accuracy, loss = _evaluate(params, x, y, static)
-  epoch_loss = jnp.mean(losses, axis=1).T  # (E, epochs)
+  epoch_loss = jnp.mean(losses, axis=1).T  # (E, rounds * epochs)
   step_loss = None
   if static.record_step_losses:
-    step_loss = losses.reshape(-1, losses.shape[-1]).T  # (E, epochs * batches)
-  return TrainResult(_from_layout(params, formulation), accuracy, loss, epoch_loss, step_loss)
+    step_loss = losses.reshape(-1, losses.shape[-1]).T  # (E, rounds * epochs * batches)
+  return TrainResult(_from_layout(params, formulation),
+                     _from_layout(_as_bool(masks), formulation), accuracy, loss, epoch_loss,
+                     step_loss, failed)
 
 
-def make_train(static: TrainStatic, mesh: jax.sharding.Mesh | None = None,
-               max_traces: int | None = None):
+def make_train(static: TrainStatic, method: Method = PLAIN_METHOD,
+               method_static: MethodStatic | None = None, mesh: jax.sharding.Mesh | None = None,
+               trace_guard: Callable | None = None, truncated: bool = False):
   """Compile-once trainer for a bucket: `train(x, y, inputs) -> TrainResult`.
 
   x: float32 (N, 2) inputs, y: float32 (N,) labels (replicated).
   inputs: TrainInputs with a leading experiment axis E (divisible by the number
     of devices in `mesh`, whose single axis shards the experiments).
-  max_traces: if set, the traced function is guarded by
-    `chex.assert_max_traces`: one more trace (a new chunk shape, or a Python
-    constant leaking into the program) raises instead of silently recompiling
-    per chunk. chex keys its counter on the definition site, shared by every
-    `make_train` closure, so call `chex.clear_trace_counter()` before each new
-    guarded trainer.
+  method, method_static: the training method and its static settings (the
+    plain method needs none); their epochs and batches must agree with `static`.
+  trace_guard: wraps the traced function, e.g. `functools.partial(
+    chex.assert_max_traces, n=1)` in tests: one more trace (a new chunk shape,
+    or a Python constant leaking into the program) then raises instead of
+    silently recompiling per chunk.
+  truncated: benchmarks only: train just the first static.epochs epochs of a
+    method_static.epochs-long run (its events and counts as in the long run).
   """
   static.validate()
+  if not method.is_plain:
+    if method_static is None:
+      raise ValueError(f"method {method.name!r} needs its MethodStatic")
+    too_long = static.epochs > method_static.epochs
+    if static.batches_per_epoch != method_static.batches_per_epoch or too_long or (
+        static.epochs != method_static.epochs and not truncated):
+      raise ValueError(f"method_static epochs/batches ({method_static.epochs}, "
+                       f"{method_static.batches_per_epoch}) differ from the trainer's "
+                       f"({static.epochs}, {static.batches_per_epoch})")
+  if static.formulation not in method.layouts:
+    raise ValueError(f"method {method.name!r} cannot train in the {static.formulation!r} "
+                     f"layout; it supports {method.layouts}")
+  if method.rounds > 1 and method.round_end is None:
+    raise ValueError(f"method {method.name!r} has rounds={method.rounds} but no round_end")
+  if static.record_step_losses and method.rounds > 1:
+    raise ValueError("record_step_losses is for single-round methods")
+  events = None if method.is_plain else event_schedule(method, method_static, static.epochs)
 
   def train(x, y, inputs):
     if x.shape != (static.num_points, 2) or y.shape != (static.num_points,):
       raise ValueError(f"data of shapes {x.shape} and {y.shape} do not match "
                        f"num_points={static.num_points}")
+    if not method.is_plain and (inputs.method_key is None or inputs.hyper is None):
+      raise ValueError(f"method {method.name!r} needs inputs.method_key and inputs.hyper")
     if static.formulation != "unit":
-      return _train_chunk(x, y, inputs, static)
+      return _train_chunk(x, y, inputs, static, method, method_static, events)
     experiments = inputs.lr.shape[0]
     pad = -experiments % UNIT_BLOCK
     padded = jax.tree.map(
         lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a, inputs)
-    result = _train_chunk(x, y, padded, static)
+    result = _train_chunk(x, y, padded, static, method, method_static, events)
     return jax.tree.map(lambda a: a[:experiments], result)
 
-  if max_traces is not None:
-    train = chex.assert_max_traces(train, n=max_traces)
+  if trace_guard is not None:
+    train = trace_guard(train)
 
   if mesh is not None:
     spec = jax.sharding.PartitionSpec(EXPERIMENT_AXIS)
     replicated = jax.sharding.PartitionSpec()
-    out_specs = TrainResult(spec, spec, spec, spec, spec if static.record_step_losses else None)
+    out_specs = TrainResult(spec, spec, spec, spec, spec,
+                            spec if static.record_step_losses else None, spec)
     train = jax.shard_map(train, mesh=mesh, in_specs=(replicated, replicated, spec),
                           out_specs=out_specs, check_vma=False)
   return jax.jit(train)

@@ -1,14 +1,14 @@
 r"""Write the HTML report of one or more result stores.
 
-  python -m experiments.report --workdir=DIR [--workdir=DIR ...]
+  python -m experiments.report --workdir=DIR [--workdir=DIR ...] [--reproduce=N]
 
 Writes FIRST_DIR/report/index.html (or --out), with PNG images and one CSV per
 table beside it. Each workdir is a store of one sweep (a search, a pruning
-family, retraining); their rows are combined. The decision regions and
-network diagrams need trained weights, which the store does not keep: one run
-per pruning method is retrained (about 10-60 s each on a 2-core CPU) and
-cached in REPORT/models/, so a second report is fast. `--noretrain` draws only
-what is cached. Bad input (no store, incompatible shards) is a one-line error.
+family, retraining); their rows are combined. Models are drawn from the
+weights the store keeps: nothing is retrained. `--reproduce=N` retrains N
+stored runs from their stored specs and checks that their weights come out
+bit for bit (a section of the page). Bad input (no store, incompatible
+shards) is a one-line error.
 """
 
 from cubist import devices
@@ -27,7 +27,9 @@ _INIT_DIR = flags.DEFINE_string("init_dir", "../shared/data",
                                 "Directory of the npz initialisations the runs name.")
 _TARGETS = flags.DEFINE_list("targets", ["95", "99.5"],
                              "Accuracy targets in percent (the searches' targets are added).")
-_RETRAIN = flags.DEFINE_bool("retrain", True, "Retrain runs whose weights are not cached.")
+_REPRODUCE = flags.DEFINE_integer("reproduce", 0, "Retrain this many stored runs (the drawn "
+                                  "models first) and check that their weights come out bit for "
+                                  "bit.", lower_bound=0)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -37,7 +39,7 @@ def main(argv):
   try:
     targets = [float(t) / 100 for t in _TARGETS.value]
     path = report.build_report(_WORKDIR.value, out_dir=_OUT.value, init_dir=_INIT_DIR.value,
-                               targets=targets, retrain=_RETRAIN.value)
+                               targets=targets, reproduce=_REPRODUCE.value)
   except (ValueError, OSError) as error:
     sys.exit(f"error: {error}")
   print(f"report: {path}")

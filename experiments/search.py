@@ -20,7 +20,8 @@ from ml_collections import config_flags
 
 from search import combinatorial
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (experiments/configs/search.py).")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (experiments/configs/search.py).",
+                                          lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the stores and the answer.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split every level into this many shards.")
 _SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "Which shard this process runs.")

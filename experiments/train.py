@@ -26,10 +26,9 @@ def grid_specs(config) -> list[ExperimentSpec]:
       ExperimentSpec(seed=int(seed), lr=float(lr), schedule=schedule, width=int(config.width),
                      widths=tuple(int(d) for d in widths), epochs=int(config.epochs),
                      batch_size=int(config.batch_size), init=config.init,
-                     shared_order=bool(config.shared_order), family=config.name,
-                     method="structured")
-      for widths, seed, lr, schedule in itertools.product(
-          config.widths, config.seeds, config.lrs, config.schedules)]
+                     shared_order=bool(config.shared_order), family="train", repeat=repeat)
+      for widths, (repeat, seed), lr, schedule in itertools.product(
+          config.widths, enumerate(config.seeds), config.lrs, config.schedules)]
 
 
 def format_rows(rows) -> str:

@@ -41,8 +41,10 @@ import numpy as np
 from cubist import engine, masks as mask_ops, mlp, specs as spec_ops
 from cubist import store as store_ops
 from cubist.mlp import Layer
+from cubist.semantics import SEMANTICS_VERSION
 from cubist.specs import ExperimentSpec
 from search import enumerate as enum
+from search import grids
 
 PHASE1, PHASE2 = "phase1", "phase2"
 
@@ -66,8 +68,8 @@ class SearchConfig:
   target: float
   width: int = 16
   max_width: int = 16
-  lrs: tuple[float, ...] = (0.05, 0.1)
-  schedules: tuple[str, ...] = ("cosine", "step", "constant")
+  lrs: tuple[float, ...] = grids.SEARCH_LRS
+  schedules: tuple[str, ...] = grids.SCHEDULES
   repeats: int = 1
   epochs: int = 50
   init: str = spec_ops.RANDOM_INIT
@@ -75,8 +77,8 @@ class SearchConfig:
   exhaustive_phase1: bool = False
   all_levels: bool = False
   reference_caps: bool = False
-  cap_sum: int = 33
-  cap_w2: int = 3
+  cap_sum: int = grids.CAP_SUM["random"]
+  cap_w2: int = grids.CAP_W2["random"]
   canonical: bool = False
   shared_order: bool = False
   phase1_widths: tuple[int, int, int] | None = None  # skip phase 1 with known widths
@@ -114,16 +116,14 @@ class SearchConfig:
       spec_ops.validate(dataclasses.replace(probe, schedule=schedule))
 
   def fingerprint(self) -> str:
-    """Hash of the fields that define runs; the fallback settings define none."""
+    """Hash of the fields that define runs (an init by its contents) and of the
+    training semantics; the fallback settings define none."""
     fields = dataclasses.asdict(self)
     for name in ("phase1_fallback", "max_fallbacks", "phase1_only"):
       fields.pop(name)
+    fields["init"] = spec_ops.init_id(self.init)
+    fields["semantics"] = SEMANTICS_VERSION
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-
-def run_seed(*parts) -> int:
-  """A stable 31-bit seed from what a run is."""
-  return int(hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 def _settings(config: SearchConfig):
@@ -132,10 +132,10 @@ def _settings(config: SearchConfig):
 
 def _spec(config: SearchConfig, family: str, label: str, lr, schedule, repeat, **fields):
   return ExperimentSpec(
-      seed=run_seed(family, label, lr, schedule, repeat, config.init), lr=float(lr),
-      schedule=schedule, width=config.width, epochs=config.epochs, init=config.init,
-      shared_order=config.shared_order, family=family, method="combinatorial",
-      extra=json.dumps({"repeat": repeat}), **fields)
+      seed=spec_ops.run_seed(family, label, lr, schedule, repeat, spec_ops.init_id(config.init)),
+      lr=float(lr), schedule=schedule, width=config.width, epochs=config.epochs,
+      init=config.init, shared_order=config.shared_order, family=family, repeat=repeat,
+      **fields)
 
 
 # --- Phase 1 ----------------------------------------------------------------
@@ -293,14 +293,17 @@ class Search:
                        progress_stream=self.progress_stream)
     store.close()
 
+  def _store_paths(self) -> list[Path]:
+    return sorted(self.workdir.glob("results*.sqlite"))
+
   def _rows_for(self, specs: list[ExperimentSpec]) -> list[dict]:
     """Rows of these specs from all shards, waiting for other shards if needed."""
     wanted = {s.exp_id() for s in specs}
     while True:
-      paths = sorted(self.workdir.glob("results*.sqlite"))
+      paths = self._store_paths()
       try:
         rows = [r for r in store_ops.merge_stores(paths) if r["exp_id"] in wanted]
-      except sqlite3.Error:
+      except (sqlite3.Error, store_ops.StoreError):
         if self.num_shards == 1:
           raise
         rows = []  # another shard is still creating its store file
@@ -384,6 +387,7 @@ class Search:
                f"{best.best_accuracy:.4f} ({best.label}), {len(reached)} reach {config.target:g}")
       if reached and answer is None:
         winner = sorted(reached, key=lambda c: (-c.best_accuracy, parse_mask_config(c.label)))[0]
+        self._winner_row = winner.best_row  # with its weights, for save_model
         answer = {"widths": tuple(widths), "mask_config": winner.label,
                   "accuracy": winner.best_accuracy, "weight_nnz": winner.best_row["weight_nnz"],
                   "model_nnz": winner.best_row["model_nnz"],
@@ -414,13 +418,14 @@ class Search:
     if self.shard_index == 0:
       (self.workdir / "search.json").write_text(json.dumps(result, indent=2, default=_jsonable))
       if result.get("phase2", {}).get("mask_config"):
-        result["model_path"] = str(save_model(self.config, result["phase2"], self.workdir,
-                                              self.plan))
+        result["model_path"] = str(save_model(self.config, result["phase2"], self._winner_row,
+                                              self.workdir))
     return result
 
 
 def _public_row(row: dict) -> dict:
-  return {k: v for k, v in row.items() if k not in ("mask",)}
+  """A row without its binary columns (for search.json)."""
+  return {k: v for k, v in row.items() if k not in ("mask", "params")}
 
 
 def _jsonable(value):
@@ -433,44 +438,33 @@ def _jsonable(value):
   raise TypeError(f"cannot serialise {type(value)}")
 
 
-def save_model(config: SearchConfig, answer: dict, workdir,
-               plan: engine.ChunkPlan = engine.ChunkPlan()) -> Path:
-  """Retrain the winning run alone and save its masks, initial and trained weights.
+def save_model(config: SearchConfig, answer: dict, row: dict, workdir) -> Path:
+  """Save the winning run's masks, initial and trained weights (from the store) as an npz.
 
-  Runs are bitwise independent of their chunk, so with the search's plan (same
-  formulation) this reproduces the stored run; the file records both
-  accuracies so any difference is visible. `init_*` holds the initial weights
-  at the network's occupied width, zero-padded to the full width.
+  Nothing is retrained: the trained weights and masks are the store row's, the
+  initial weights are drawn again from the row's spec (no training involved).
+  `init_*` holds them at the network's occupied width, zero-padded to the full width.
+  row: the winner's full store row (weights included).
   """
-  import jax
-  import jax.numpy as jnp
-  from cubist import data, train
-  row = answer["row"]
-  triple = parse_mask_config(row["mask_config"])
-  widths = tuple(answer["widths"])
-  spec = ExperimentSpec(
-      seed=row["seed"], lr=row["lr"], schedule=row["schedule"], width=config.width,
-      mask=network_masks(widths, triple, config.width), epochs=row["epochs"], init=config.init,
-      shared_order=config.shared_order, family=PHASE2, method="combinatorial",
-      mask_config=row["mask_config"], target_nnz=row["target_nnz"], extra=row["extra"])
+  spec = store_ops.row_spec(row)
   padded = mask_ops.occupied_width(spec.masks())
-  inputs = engine.chunk_inputs([spec], padded)
-  static = train.TrainStatic(width=padded, epochs=spec.epochs, shared_order=spec.shared_order,
-                             formulation=plan.formulation(padded))
-  x, y = (jnp.asarray(a) for a in data.cubist_spiral())
-  result = jax.device_get(train.make_train(static)(x, y, inputs))
-  take = lambda tree: mlp.pad_params(jax.tree.map(lambda a: np.asarray(a[0]), tree), config.width)
+  initial = _first(engine.initial_params([spec], padded))
   arrays = {}
-  for prefix, tree in (("init", take(inputs.params)), ("trained", take(result.params)),
-                       ("mask", take(inputs.masks))):
+  for prefix, tree in (("init", mlp.pad_params(initial, config.width)),
+                       ("trained", store_ops.row_params(row, config.width)),
+                       ("mask", store_ops.row_masks(row))):
     arrays.update({f"{prefix}_{k}": v for k, v in mlp.to_numpy_dict(tree).items()})
   arrays = {k: (v.astype(bool) if k.startswith("mask_") else v) for k, v in arrays.items()}
   path = Path(workdir) / f"sparsest_{config.target:g}.npz"
-  np.savez(path, **arrays, accuracy_stored=row["accuracy"],
-           accuracy_retrained=float(result.accuracy[0]), seed=row["seed"], lr=row["lr"],
-           schedule=row["schedule"], mask_config=row["mask_config"],
+  np.savez(path, **arrays, accuracy=row["accuracy"], seed=row["seed"], lr=row["lr"],
+           schedule=row["schedule"], mask_config=row["mask_config"], exp_id=row["exp_id"],
            weight_nnz=answer["weight_nnz"], model_nnz=answer["model_nnz"])
   return path
+
+
+def _first(tree):
+  """The first experiment of a stacked (leading-axis) Params, as numpy."""
+  return tuple(Layer(np.asarray(layer.weight[0]), np.asarray(layer.bias[0])) for layer in tree)
 
 
 def format_result(result: dict) -> str:

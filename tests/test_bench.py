@@ -1,4 +1,4 @@
-"""Smoke test of the throughput benchmark (cubist/bench.py) in --quick mode."""
+"""Smoke test of the throughput benchmark (experiments/bench.py) in --quick mode."""
 
 import json
 import os
@@ -23,7 +23,7 @@ def quick_bench(tmp_path_factory):
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env.pop("XLA_FLAGS", None)  # the parent must see one device; the child sets its own
     proc = subprocess.run(
-        [sys.executable, "-m", "cubist.bench", "--quick", f"--out={out}"],
+        [sys.executable, "-m", "experiments.bench", "--quick", f"--out={out}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stdout

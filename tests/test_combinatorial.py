@@ -28,6 +28,7 @@ from cubist import data, engine, mlp, specs as spec_ops, store as store_ops
 from cubist import masks as mask_ops
 from search import combinatorial as comb
 from search import enumerate as enum
+from tests.rows import stored_row
 
 REPO = Path(__file__).resolve().parents[1]
 # Chunk size 1: every bucket has one chunk shape, so each width compiles once
@@ -48,21 +49,7 @@ def quiet(**kwargs):
 
 def fake_row(spec, status, accuracy):
   """A full store row for `spec` with the given outcome (nnz counted from the mask)."""
-  masks = spec.masks()
-  weight_nnz = sum(int(np.count_nonzero(layer.weight)) for layer in masks)
-  model_nnz = weight_nnz + sum(int(np.count_nonzero(layer.bias)) for layer in masks)
-  d1, d2, d3 = spec.hidden_widths()
-  blob, shapes = mask_ops.pack_masks(masks)
-  ok = status == "ok"
-  return dict(
-      exp_id=spec.exp_id(), family=spec.family, method=spec.method, width=spec.width,
-      d1=d1, d2=d2, d3=d3, seed=spec.seed, lr=spec.lr, schedule=spec.schedule,
-      epochs=spec.epochs, batch_size=spec.batch_size, init=spec_ops.init_label(spec.init),
-      shared_order=spec.shared_order, data_order=spec.data_order, target_nnz=spec.target_nnz,
-      mask_config=spec.mask_config, extra=spec.extra, status=status, accuracy=accuracy,
-      loss=0.1 if ok else None, weight_nnz=weight_nnz if ok else None,
-      model_nnz=model_nnz if ok else None, effective_weight_nnz=weight_nnz if ok else None,
-      dead_units=0 if ok else None, mask=blob, mask_shape=shapes, seconds=0.0)
+  return stored_row(spec, status, accuracy)
 
 
 def _no_engine(*args, **kwargs):
@@ -338,7 +325,7 @@ def test_phase2_specs_fields():
   for index, spec in enumerate(specs):
     triple = triples[index // 4]
     assert spec.mask_config == comb.mask_config_label(triple)
-    assert spec.family == comb.PHASE2 and spec.method == "combinatorial"
+    assert spec.family == comb.PHASE2 and spec.method == "plain"
     assert spec.target_nnz == 12 + 2
     assert spec.hidden_widths() == widths and spec.widths is None
     assert mask_ops.occupied_width(spec.masks()) == 3
@@ -450,7 +437,7 @@ def test_run_given_widths_writes_json_and_format_result_prints_levels(tmp_path, 
   trained, labels = phase2_setup(monkeypatch, config)
   saved = []
   monkeypatch.setattr(comb, "save_model",
-                      lambda cfg, answer, workdir, plan=None: saved.append(answer) or Path(workdir) / "m.npz")
+                      lambda cfg, answer, row, workdir: saved.append(answer) or Path(workdir) / "m.npz")
   result = comb.Search(config, tmp_path, **quiet()).run()
   assert all(s.family == comb.PHASE2 for chunk in trained for s in chunk)
   assert result["phase1"]["given"] and result["phase2"]["mask_config"] == labels.b
@@ -489,10 +476,10 @@ def test_phase2_with_caps_and_no_answer(tmp_path, monkeypatch):
 
 
 def test_run_seed_is_stable():
-  assert comb.run_seed("phase1", "1x1x1", 0.1, "constant", 0, "random") == 377756475
-  assert comb.run_seed(1, 2) == comb.run_seed("1", "2")
-  assert 0 <= comb.run_seed("x") < 2 ** 31
-  assert comb.run_seed("a", "b") != comb.run_seed("b", "a")
+  assert spec_ops.run_seed("phase1", "1x1x1", 0.1, "constant", 0, "random") == 377756475
+  assert spec_ops.run_seed(1, 2) == spec_ops.run_seed("1", "2")
+  assert 0 <= spec_ops.run_seed("x") < 2 ** 31
+  assert spec_ops.run_seed("a", "b") != spec_ops.run_seed("b", "a")
 
 
 def test_seeds_and_exp_ids_differ_between_specs_and_repeat_exactly():
@@ -580,7 +567,7 @@ def test_tiny_search_end_to_end(tiny):
   assert stored == expected_json
   assert any(line.startswith("phase 2: weight nnz") for line in tiny.logs)
 
-  # The sparsest model's npz: width-16 arrays, masks, and a faithful retrain.
+  # The sparsest model's npz: width-16 arrays, masks, the stored weights (nothing retrained).
   path = Path(result["model_path"])
   assert path == workdir / "sparsest_0.5.npz" and path.is_file()
   triple = triple_of(phase2["mask_config"])
@@ -607,12 +594,12 @@ def test_tiny_search_end_to_end(tiny):
         int(np.count_nonzero(layer.weight)) for layer in trained)
     assert int(saved["model_nnz"]) == phase2["model_nnz"] == sum(
         int(np.count_nonzero(a)) for a in jax.tree.leaves(trained))
-    assert float(saved["accuracy_retrained"]) == float(saved["accuracy_stored"]) == winner["accuracy"]
+    assert float(saved["accuracy"]) == winner["accuracy"] and str(saved["exp_id"]) == winner["exp_id"]
     assert int(saved["seed"]) == winner["seed"] and str(saved["mask_config"]) == phase2["mask_config"]
     trained_saved = trained
 
   # The winner's spec, rebuilt as the search built it, trained in a chunk with
-  # other runs: bitwise the same weights as the lone retrain (chunk independence).
+  # other runs: bitwise the same weights as the stored ones (chunk independence).
   spec = next(s for s in comb.phase2_specs(config, widths, [triple]) if s.exp_id() == winner["exp_id"])
   others = [dataclasses.replace(spec, seed=spec.seed + k) for k in (1, 2, 3)]
   captured = {}
@@ -813,7 +800,7 @@ def test_binary_reports_a_bad_target_in_one_line(tmp_path):
 def test_binary_rejects_an_unknown_config_option(tmp_path):
   proc = run_binary("--config=experiments/configs/search.py:targte=95", f"--workdir={tmp_path / 'w'}")
   assert proc.returncode != 0
-  assert "unknown search config options ['targte']" in proc.stderr
+  assert "unknown search config option(s) ['targte']" in proc.stderr
   assert "known: ['canonical', 'exhaustive', 'fallback', 'fixed', 'phase1_only', 'quick', 'reference_caps', 'target']" in proc.stderr
   assert not (tmp_path / "w").exists()
 

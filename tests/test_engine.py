@@ -1,8 +1,10 @@
 """The engine: store rows, resume, interruption, sweep identity, exact slicing, errors."""
 
 import dataclasses
+import functools
 import io
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,4 +181,4 @@ def test_fixed_init_is_shared_by_seeds(tmp_path):
 
 def test_each_bucket_compiles_once(tmp_path):
   specs = grid(seeds=(0, 1, 2, 3))  # 8 specs per width bucket: 2 chunks of 4 each
-  run(specs, tmp_path, max_traces=1)
+  run(specs, tmp_path, trace_guard=functools.partial(chex.assert_max_traces, n=1))

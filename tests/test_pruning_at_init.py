@@ -28,11 +28,11 @@ from cubist import mlp
 from cubist.mlp import Layer
 from search.pruning import at_init as A
 from search.pruning import select
-from search.pruning.base import Hyper, MethodStatic
+from cubist.method import Hyper, MethodStatic
 
-REFERENCE = MethodStatic(count_mode="reference", family="fixed")
-EXACT = MethodStatic(count_mode="exact", family="fixed")
-RANDOM = MethodStatic(count_mode="reference", family="random")
+REFERENCE = MethodStatic(count_mode="reference", random_init=False)
+EXACT = MethodStatic(count_mode="exact", random_init=False)
+RANDOM = MethodStatic(count_mode="reference", random_init=True)
 NUM_POINTS = 640  # Feistel splits it (20 x 32); >= 4 batches of 128 for ProsPr
 WIDTH, TARGET = 5, 19  # N = 65; §H: GraSP and ProsPr keep 20
 N_WIDTH = mlp.num_weights(WIDTH)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from search.pruning import bench, registry
+from experiments import bench_pruning as bench
+from search.pruning import registry
 
 
 def test_overparam_family_has_the_reference_run_count():

@@ -21,7 +21,7 @@ from cubist.mlp import Layer
 from search.pruning import counts as C
 from search.pruning import magnitude as G
 from search.pruning import select
-from search.pruning.base import Hyper, MethodStatic
+from cubist.method import Hyper, MethodStatic, RunState
 
 STATIC = MethodStatic()  # 50 x 390 = 19,500 steps
 SOS_STATIC = MethodStatic(epochs=1, batches_per_epoch=1000, sos_begin=0.1, sos_end=0.5,
@@ -97,8 +97,16 @@ def _assert_consistent(params, masks, trace=None):
 
 
 @functools.cache
+@functools.cache
 def _jit(hook):
-  """One jitted wrapper per hook, shared by the tests (compiles are the slow part)."""
+  """One jitted wrapper per hook, shared by the tests (compiles are the slow part).
+
+  Event hooks take their RunState spelled out, (step, key, params, masks, momentum, ...).
+  """
+  if hook in (G.imp_pre_event, G.magnitude_pre_event, G.random_pre_event):
+    def positional(step, key, params, masks, trace, hyper, static):
+      return hook(step, key, RunState(params, masks, trace), hyper, static=static)
+    return jax.jit(positional, static_argnames="static")
   return jax.jit(hook, static_argnames="static")
 
 
@@ -418,8 +426,9 @@ def test_pre_event_jit_vmap_equals_one_at_a_time(name, static, step):
   hypers = [_hyper(method, f, 44, static) for f in targets]
   keys = jax.random.split(jax.random.key(3), 3)
   batched = jax.jit(jax.vmap(functools.partial(method.pre_event, static=static),
-                             in_axes=(None, 0, 0, 0, 0, 0)))(
-      jnp.int32(step), keys, _stack(params), _stack(masks), _stack(traces), _stack(hypers))
+                             in_axes=(None, 0, 0, 0)))(
+      jnp.int32(step), keys, RunState(_stack(params), _stack(masks), _stack(traces)),
+      _stack(hypers))
   one = _jit(method.pre_event)
   for index in range(3):
     expected = one(jnp.int32(step), keys[index], params[index], masks[index], traces[index],

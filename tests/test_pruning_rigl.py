@@ -17,7 +17,7 @@ from cubist import mlp
 from cubist.mlp import Layer
 from search.pruning import counts as C
 from search.pruning import rigl as R
-from search.pruning.base import Hyper, MethodStatic
+from cubist.method import Hyper, MethodStatic, RunState
 
 STATIC = MethodStatic()  # 19,500 steps: updates at t = 99, 199, ..., 14,599
 EVENTS = 146
@@ -53,9 +53,14 @@ def _at_init():
   return jax.jit(R.rigl_at_init, static_argnames="static")
 
 
+def _grad_event_positional(step, key, params, masks, trace, grads, hyper, static):
+  """The hook with its RunState spelled out (params, masks, momentum)."""
+  return R.rigl_grad_event(step, key, RunState(params, masks, trace), grads, hyper, static=static)
+
+
 @functools.cache
 def _grad_event():
-  return jax.jit(R.rigl_grad_event, static_argnames="static")
+  return jax.jit(_grad_event_positional, static_argnames="static")
 
 
 def _init(seed, width, f, static=STATIC, key=0):
@@ -280,7 +285,7 @@ def test_jit_vmap_equals_one_at_a_time():
   batched_params, batched_masks = init(keys, _stack(params), _stack(dense), _stack(hypers))
   grads = [_random_tree(10 + seed, 16) for seed in range(3)]
   traces = [_random_tree(20 + seed, 16) for seed in range(3)]
-  event = jax.jit(jax.vmap(functools.partial(R.rigl_grad_event, static=STATIC),
+  event = jax.jit(jax.vmap(functools.partial(_grad_event_positional, static=STATIC),
                            in_axes=(None, 0, 0, 0, 0, 0, 0)))
   batched = event(jnp.int32(199), keys, batched_params, batched_masks, _stack(traces),
                   _stack(grads), _stack(hypers))

@@ -15,7 +15,7 @@ from cubist import data, mlp
 from cubist import masks as mask_ops
 from cubist.mlp import Layer
 from search.pruning import variational as V
-from search.pruning.base import Hyper, MethodStatic
+from cubist.method import Hyper, MethodStatic
 
 LN11 = math.log(11.0)
 

@@ -2,8 +2,8 @@
 
 Analysis functions on hand-made rows; the page from a hand-made store with
 every section's data (no training); the binary end to end on a tiny search
-and pruning store made here (1 epoch; it retrains one pruning run, then reuses
-the cache); bad input; and, where `chromium` is installed, a headless browser
+and pruning store made here (1 epoch; models drawn from the stored weights,
+two runs reproduced bit for bit); bad input; and, where `chromium` is installed, a headless browser
 that loads the page. About 2 minutes on a 2-core CPU, mostly the tiny sweeps.
 """
 
@@ -25,23 +25,31 @@ from cubist.specs import ExperimentSpec
 from cubist.store import ResultStore, store_path
 from search import report
 from search.report import analysis, diagrams, models, page
+from tests.rows import stored_row
 
 ROOT = Path(__file__).resolve().parents[1]
 FP = "f" * 64
 
 
-def run(method="snip", weight_nnz=20, accuracy=0.9, family="prune", **fields) -> dict:
-  """A hand-made ok row; exp_id from the fields unless given."""
-  row = dict(family=family, method=method, width=16, d1=16, d2=16, d3=16, seed=1, lr=0.1,
-             schedule="cosine", epochs=2, batch_size=128, init="random", shared_order=0,
-             data_order="feistel", target_nnz=None, mask_config=None, extra=None,
-             count_mode="reference", strength=0.0, threshold=3.0, method_options=None,
-             status="ok", accuracy=accuracy, loss=0.3, weight_nnz=weight_nnz,
-             model_nnz=weight_nnz + 10, effective_weight_nnz=weight_nnz, dead_units=0,
-             seconds=1.0, created_at=1.0)
+SPEC_FIELDS = ("seed", "width", "target_nnz", "mask_config", "source_id", "source_method",
+               "repeat")
+
+
+def run(method="snip", weight_nnz=20, accuracy=0.9, family="overparam", **fields) -> dict:
+  """A hand-made schema-v2 row (through engine.result_rows) with a measured nnz and accuracy."""
+  spec_fields = {k: fields.pop(k) for k in SPEC_FIELDS if k in fields}
+  spec_fields.setdefault("seed", 1)
+  spec_fields.setdefault("width", 16)
+  if method == "combinatorial":  # the search's runs are plain training
+    method = "plain"
+  spec = ExperimentSpec(lr=0.1, epochs=2, method=method, family=family, **spec_fields)
+  row = stored_row(spec, fields.pop("status", "ok"), accuracy)
+  row.update(weight_nnz=weight_nnz, model_nnz=weight_nnz + 10,
+             effective_weight_nnz=weight_nnz, dead_units=0, seconds=1.0)
   row.update(fields)
-  row.setdefault("exp_id", f"{method}-{family}-{weight_nnz}-{accuracy}-{row['seed']}-"
-                           f"{row['width']}-{row['target_nnz']}")
+  if "exp_id" not in fields:
+    row["exp_id"] = (f"{method}-{family}-{weight_nnz}-{accuracy}-{spec.seed}-{spec.width}-"
+                     f"{spec.target_nnz}-{spec.mask_config}")
   return row
 
 
@@ -78,11 +86,13 @@ def test_search_levels_and_minimum():
 
 def test_method_minimum_median_over_repeats():
   # One configuration per target, three repeats (seeds); replica 2 never reaches 0.95.
-  rows = [run("imp", nnz, acc, seed=seed, target_nnz=target)
+  rows = [run("imp", nnz, acc, seed=seed, target_nnz=target, repeat=seed - 5)
           for target, nnz, accs in ((20, 18, (0.96, 0.5, 0.5)), (40, 38, (0.97, 0.96, 0.9)))
           for seed, acc in zip((5, 6, 7), accs)]
   found = analysis.method_minimum(rows, 0.95)
   assert found["repeats"] == 3 and found["reaching"] == 3
+  # Schema-v1 rows kept no repeat index: the rank of the seed stands in for it.
+  assert analysis.method_minimum([{**r, "repeat": None} for r in rows], 0.95) == found
   assert found["best"]["weight_nnz"] == 18
   assert found["median_weight_nnz"] == 38  # replicas: 18, 38, inf
   assert math.isinf(analysis.method_minimum(rows[:3], 0.95)["median_weight_nnz"])
@@ -115,7 +125,8 @@ def test_overparam_connectivity_and_retrain_summaries():
   summary = {r["method"]: r for r in analysis.connectivity_summary(rows)}
   assert summary["snip"]["runs_with_dead_units"] == 1.0 and summary["imp"]["runs"] == 3
   source = run("magnitude", 40, 0.9, exp_id="src")
-  retrained = [run(kind, 40, acc, family="retrain", seed=s, mask_config="src", extra="magnitude")
+  retrained = [run(kind, 40, acc, family="retrain", seed=s, source_id="src",
+                   source_method="magnitude")
                for kind, acc, s in (("scratch_e", 0.7, 1), ("scratch_e", 0.8, 2),
                                     ("lottery", 0.85, 3))]
   summary = analysis.retrain_summary([source] + retrained)
@@ -136,33 +147,20 @@ def test_pick_models_at_or_above_the_reference_nnz():
 # --- models and diagrams --------------------------------------------------------
 
 
-def _row_of(spec: ExperimentSpec, masks) -> dict:
-  """What the engine stores for a spec (the fields spec_from_row reads)."""
-  blob, shapes = mask_ops.pack_masks(masks)
-  d1, d2, d3 = spec.hidden_widths()
-  return run(spec.method, 1, 0.5, family=spec.family, exp_id=spec.exp_id(), width=spec.width,
-             d1=d1, d2=d2, d3=d3, seed=spec.seed, lr=spec.lr, schedule=spec.schedule,
-             epochs=spec.epochs, init=spec.init, target_nnz=spec.target_nnz,
-             mask_config=spec.mask_config, extra=spec.extra, strength=spec.strength,
-             method_options='{"clean": true}' if spec.method_options else None,
-             mask=blob, mask_shape=shapes)
-
-
-def test_spec_from_row_rebuilds_the_exp_id():
-  prune = ExperimentSpec(seed=7, lr=0.05, schedule="step", width=4, epochs=3, family="prune",
-                         method="imp", target_nnz=15, extra="overparam",
-                         method_options=(("clean", True),))
-  masks = mask_ops.structured_masks((2, 1, 3), 16)
-  phase2 = ExperimentSpec(seed=3, lr=0.1, width=16, mask=masks, family="phase2",
-                          method="combinatorial", mask_config="2:0,2:0,3:0", target_nnz=10,
-                          extra='{"repeat": 0}')
-  phase1 = ExperimentSpec(seed=4, lr=0.1, width=16, widths=(2, 1, 3), family="phase1",
-                          method="combinatorial", extra='{"repeat": 0}')
-  for spec in (prune, phase2, phase1):
-    rebuilt, matches = models.spec_from_row(_row_of(spec, spec.masks()), "/nowhere")
-    assert matches and rebuilt.exp_id() == spec.exp_id()
-  assert models.init_path("bench95_init.npz", "/data") == "/data/bench95_init.npz"
-  assert models.init_path("random", "/data") == "random"
+def test_models_come_from_the_stored_weights():
+  spec = ExperimentSpec(seed=7, lr=0.05, schedule="step", width=4, epochs=3, method="imp",
+                        target_nnz=15, family="overparam")
+  masks = spec.masks()
+  params = tuple(mlp.Layer(np.where(m.weight, 0.25, 0).astype(np.float32),
+                           np.where(m.bias, -0.5, 0).astype(np.float32)) for m in masks)
+  model = models.from_row(stored_row(spec, accuracy=0.75, params=params))
+  assert model.accuracy == 0.75 and model.source == "store"
+  for got, want in zip(model.params, params):
+    np.testing.assert_array_equal(got.weight, want.weight)
+    np.testing.assert_array_equal(got.bias, want.bias)
+  old = {"exp_id": "x", "status": "ok", "params": None, "schema": 1}
+  with pytest.raises(ValueError, match="has no stored weights"):
+    models.from_row(old)
 
 
 def test_path_structure_marks_disconnected_weights_and_dead_units():
@@ -176,7 +174,7 @@ def test_path_structure_marks_disconnected_weights_and_dead_units():
   nnz = sum(int((np.asarray(l.weight) != 0).sum()) for l in params)
   assert nnz - sum(int(e.sum()) for e in effective) == int(counts["disconnected_weight_nnz"])
   assert not live[1][1] and live[1][0]
-  assert sum(int((p & ~l).sum()) for p, l in zip(models.unit_presence(masks), live)) == int(
+  assert sum(int((p & ~l).sum()) for p, l in zip(mask_ops.used_units(masks), live)) == int(
       counts["dead_units"])
 
 
@@ -189,28 +187,22 @@ def test_page_table_escapes_and_formats():
 # --- the page from a hand-made store (every section, no training) --------------
 
 
-def _masks_blob():
-  return mask_ops.pack_masks(mask_ops.structured_masks((2, 2, 2), 16))
-
-
 def test_build_report_covers_every_section_without_training(tmp_path):
-  blob, shapes = _masks_blob()
   rows = []
   for method in ("imp", "snip", "magnitude", "vd"):
     for width, seed in ((4, 1), (16, 2), (16, 3)):
       for nnz, acc in ((18, 0.6), (38, 0.96)):
         rows.append(run(method, nnz, acc, width=width, seed=seed, target_nnz=nnz + 2,
                         effective_weight_nnz=nnz - 3, dead_units=2))
-  rows.append(run("scratch_e", 38, 0.9, family="retrain", mask_config=rows[-1]["exp_id"],
-                  extra="vd"))
+  rows.append(run("scratch_e", 38, 0.9, family="retrain", source_id=rows[-1]["exp_id"],
+                  source_method="vd"))
   rows.append(run("snip", 20, 0.1, status="failed", seed=9))
   for row in rows:
-    row.update(mask=blob, mask_shape=shapes)
     if row["status"] != "ok":
       row.update(accuracy=None, loss=None)
   with ResultStore(store_path(tmp_path / "w"), "handmade", FP) as store:
-    store.commit_rows([{k: v for k, v in r.items() if k != "created_at"} for r in rows])
-  index = report.build_report([tmp_path / "w"], retrain=False, log=lambda _: None)
+    store.commit_rows(rows)
+  index = report.build_report([tmp_path / "w"], log=lambda _: None)
   text = index.read_text()
   out = index.parent
   for name in ("gap_table.csv", "frontiers.csv", "overparam.csv", "connectivity.csv",
@@ -219,7 +211,7 @@ def test_build_report_covers_every_section_without_training(tmp_path):
                "connectivity.png", "sos.png"):
     assert (out / name).is_file(), name
   assert "no combinatorial search for this target" in text
-  assert "not retrained (--noretrain)" in text  # decision regions: nothing cached
+  assert (out / "decision_regions.png").is_file()  # drawn from the stored weights
   for src in re.findall(r'<img src="([^"]+)" alt="[^"]+" width="\d+"', text):
     assert (out / src).is_file()
   assert "http" not in text.replace("http-equiv", "")  # no external resources
@@ -248,32 +240,27 @@ def tiny(tmp_path_factory):
                   '--config.methods=("snip","imp")', f"--workdir={root / 'prune'}")
   assert prune.returncode == 0, prune.stderr[-2000:]
   done = _binary("-m", "experiments.report", f"--workdir={root / 'search'}",
-                 f"--workdir={root / 'prune'}")
+                 f"--workdir={root / 'prune'}", "--reproduce=2")
   assert done.returncode == 0, done.stderr[-2000:]
   return root, done
 
 
-def test_binary_writes_the_page_and_reuses_retrained_weights(tiny):
+def test_binary_draws_stored_weights_and_reproduces_runs_bit_for_bit(tiny):
   root, done = tiny
   out = root / "search" / "report"
   assert f"report: {out / 'index.html'}" in done.stdout
   text = (out / "index.html").read_text()
-  for anchor in ("gap", "frontier", "overparam", "connectivity", "regions", "diagrams", "sos"):
+  for anchor in ("gap", "frontier", "overparam", "connectivity", "regions", "diagrams", "sos",
+                 "reproduce"):
     assert f'<section id="{anchor}">' in text
   assert "combinatorial-search minimum 5 weights" in text  # the (1, 1, 1) network
   assert "Needs pruning runs at two or more starting widths" in text
   assert (out / "decision_regions.png").is_file() and (out / "diagrams/search_0.5.png").is_file()
   models_csv = (out / "models.csv").read_text()
-  assert "retrained" in models_csv and ",NO," not in models_csv  # reproduced exactly
-  cached = list((out / "models").glob("*.npz"))
-  assert cached
-  again = _binary("-m", "experiments.report", f"--workdir={root / 'search'}",
-                  f"--workdir={root / 'prune'}")
-  assert again.returncode == 0 and "retrained" not in again.stderr
-  assert ",cache" in (out / "models.csv").read_text()
-  # The cached weights are the retrained run's: its accuracy recomputed from them.
-  model = models.load_model(cached[0])
-  assert model.accuracy_stored == model.accuracy_retrained
+  assert ",store" in models_csv and "retrained" not in models_csv  # nothing retrained to draw
+  reproduced = (out / "reproduce.csv").read_text().splitlines()
+  assert len(reproduced) == 3 and all(",yes," in line for line in reproduced[1:]), reproduced
+  assert "bit for bit" in done.stderr
 
 
 def test_bad_input_is_one_line(tmp_path):
@@ -283,19 +270,23 @@ def test_bad_input_is_one_line(tmp_path):
     assert lines[-1].startswith("error: ") and message in lines[-1], done.stderr[-1000:]
     assert "Traceback" not in done.stderr
   check(_binary("-m", "experiments.report", f"--workdir={tmp_path / 'none'}"),
+        "does not exist or is not a directory")
+  (tmp_path / "empty").mkdir()
+  check(_binary("-m", "experiments.report", f"--workdir={tmp_path / 'empty'}"),
         "no result store")
   for index, fingerprint in enumerate((FP, "e" * 64)):
-    ResultStore(store_path(tmp_path / "mixed", index, 2), f"sweep{index}", fingerprint).close()
+    with ResultStore(store_path(tmp_path / "mixed", index, 2), f"sweep{index}", fingerprint) as s:
+      s.commit_rows([run(seed=index)])
   check(_binary("-m", "experiments.report", f"--workdir={tmp_path / 'mixed'}"),
         "cannot be merged")
   (tmp_path / "junk").mkdir()
   (tmp_path / "junk" / "results.sqlite").write_bytes(b"not a database" * 100)
-  with pytest.raises(ValueError, match="cannot read the store"):
+  with pytest.raises(ValueError, match="not a readable cubist result store"):
     report.build_report([tmp_path / "junk"])
 
 
 def test_empty_store_gives_a_nothing_to_report_page(tmp_path):
-  ResultStore(store_path(tmp_path), "empty", FP).close()
+  store_path(tmp_path).write_bytes(b"")  # a store being created: no tables yet
   done = _binary("-m", "experiments.report", f"--workdir={tmp_path}")
   assert done.returncode == 0, done.stderr[-1000:]
   assert "Nothing to report" in (tmp_path / "report" / "index.html").read_text()

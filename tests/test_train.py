@@ -330,10 +330,10 @@ def test_shared_order(chunk_runs, subset):
 
 @pytest.fixture(scope="module")
 def guarded_runs(subset, sharded_subprocess):
-  """Three chunks of 4 with different values through ONE trainer guarded by max_traces=1."""
+  """Three chunks of 4 with different values through ONE trainer guarded by chex.assert_max_traces(n=1)."""
   x, y = subset
   chex.clear_trace_counter()
-  trainer = train.make_train(_static("dot"), max_traces=1)
+  trainer = train.make_train(_static("dot"), trace_guard=functools.partial(chex.assert_max_traces, n=1))
   results = [jax.device_get(trainer(x, y, chunk)) for chunk in _four_chunks()]
   return trainer, results
 
@@ -363,7 +363,7 @@ def test_sharding_over_two_devices_matches_one(sharded_subprocess, guarded_runs,
     for c, sharded in enumerate(results):
       want = single[formulation][c]
       leaves = {f: [np.asarray(a, np.float32) for a in sharded[f]] for f in FIELDS}
-      got = train.TrainResult(
+      got = want._replace(
           params=jax.tree.unflatten(jax.tree.structure(want.params), leaves["params"]),
           **{f: leaves[f][0] for f in FIELDS if f != "params"})
       for f in FIELDS:

@@ -31,20 +31,18 @@ accuracies at w = 16, f = 40 are in the README.
 
 import ml_collections
 
+from experiments.configs.common import number, parse_options
+from search import grids
 from search.pruning import registry, variational
 
 PAPER = registry.PAPER_METHODS
 SOS = registry.SOS_METHODS
+KNOWN = {"overparam", "fixed", "sos", "study", "retrain", "quick", "methods", "exact", "clean",
+         "target", "width"}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  options = dict(item.split("=", 1) if "=" in item else (item, "1")
-                 for item in (arg or "overparam").split(",") if item)
-  known = {"overparam", "fixed", "sos", "study", "retrain", "quick", "methods", "exact", "clean",
-           "target", "width"}
-  unknown = set(options) - known
-  if unknown:
-    raise ValueError(f"unknown prune config options {sorted(unknown)}; known: {sorted(known)}")
+  options = parse_options(arg, KNOWN, "prune")
   families = [f for f in ("overparam", "fixed", "sos", "study", "retrain")
               if f in options] or ["overparam"]
   if len(families) > 1:
@@ -57,8 +55,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.count_mode = "exact" if "exact" in options else "reference"
   config.method_options = {"clean": True} if "clean" in options else {}
   config.init = "random"
-  config.lrs = (0.1,) if quick else (0.05, 0.1, 0.2)
-  config.schedules = ("cosine",) if quick else ("cosine", "step", "constant")
+  config.lrs = (0.1,) if quick else grids.PRUNING_LRS
+  config.schedules = ("cosine",) if quick else grids.SCHEDULES
   config.repeats = 1
   config.strengths = {}
   config.thresholds = (3.0,)
@@ -66,22 +64,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.retrain_methods = ("magnitude",)
   if config.family == "overparam":
     config.methods = PAPER
-    config.widths = (4, 16) if quick else (3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256)
-    config.targets = (20, 40) if quick else (tuple(range(15, 27))
-                                             + (30, 33, 37, 40, 44, 50, 53, 55, 57, 60, 65))
+    config.widths = (4, 16) if quick else grids.OVERPARAM_WIDTHS
+    config.targets = (20, 40) if quick else grids.OVERPARAM_TARGETS
   elif config.family == "fixed":
     config.methods = PAPER
     config.init = options["fixed"]
-    target = float(options.get("target", 95))
-    optimal = int(options.get("width", 4))
+    target = 0.995 if number(options, "target", 95, "prune") > 99 else 0.95
+    optimal = int(number(options, "width", 4, "prune"))
     config.widths = (optimal,) if quick else (optimal, 16)
-    config.targets = ((15, 20) if quick else tuple(range(15, 27))) if target < 99 else (
-        (20, 30) if quick else (16, 18, 20, 22, 24, 25, 26, 27, 28, 29, 30, 32, 34, 36))
-    config.repeats = 1 if quick else 5
+    config.targets = ((15, 20) if target < 0.99 else (20, 30)) if quick else (
+        grids.FIXED_TARGETS[target])
+    config.repeats = 1 if quick else grids.FIXED_REPEATS
   elif config.family == "sos":
     config.methods = SOS
     config.widths = (16,)
-    config.targets = (40, 140) if quick else (28, 40, 56, 84, 112, 168, 224, 280)  # 95..50% sparse
+    config.targets = (40, 140) if quick else grids.SOS_TARGETS  # 95..50% sparse
     # VD / L0 strengths c / N_train on log grids (§F.3, J.11: a proposal for our scale,
     # calibrated in search.pruning.variational.proposed_strengths).
     if quick:

@@ -29,21 +29,21 @@ Any field can also be overridden, e.g. `--config.epochs=20`.
 
 import ml_collections
 
+from experiments.configs.common import number, parse_options
+from search import grids
+
+KNOWN = {"target", "fixed", "reference_caps", "exhaustive", "canonical", "quick", "fallback",
+         "phase1_only"}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  options = dict(item.split("=", 1) if "=" in item else (item, "1")
-                 for item in (arg or "").split(",") if item)
-  known = {"target", "fixed", "reference_caps", "exhaustive", "canonical", "quick", "fallback",
-           "phase1_only"}
-  unknown = set(options) - known
-  if unknown:
-    raise ValueError(f"unknown search config options {sorted(unknown)}; known: {sorted(known)}")
+  options = parse_options(arg, KNOWN, "search")
   config = ml_collections.ConfigDict()
-  config.target = float(options.get("target", 95)) / 100  # checked by SearchConfig
+  config.target = number(options, "target", 95, "search") / 100  # checked by SearchConfig
   config.width = 16
   config.max_width = 16
-  config.lrs = (0.05, 0.1)
-  config.schedules = ("cosine", "step", "constant")
+  config.lrs = grids.SEARCH_LRS
+  config.schedules = grids.SCHEDULES
   config.repeats = 1
   config.epochs = 50
   config.init = options.get("fixed", "random")
@@ -52,9 +52,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.all_levels = "exhaustive" in options
   config.reference_caps = "reference_caps" in options
   # The released 99.5% sweeps: sum < 33 and 3 W2 masks (random init), < 31 and 6 (fixed).
-  fixed = config.init != "random"
-  config.cap_sum = 31 if fixed else 33
-  config.cap_w2 = 6 if fixed else 3
+  family = "random" if config.init == "random" else "fixed"
+  config.cap_sum = grids.CAP_SUM[family]
+  config.cap_w2 = grids.CAP_W2[family]
   config.canonical = "canonical" in options
   config.shared_order = False
   config.phase1_widths = ml_collections.FieldReference(None, field_type=tuple)
@@ -68,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 54 runs and phase 2 a few hundred width-3 masks.
     config.max_width = 3
     config.epochs = 10
-    config.lrs = (0.05, 0.1)
+    config.lrs = grids.SEARCH_LRS
     config.schedules = ("constant",)
     if "target" not in options:
       config.target = 0.7

@@ -18,23 +18,25 @@ Override any field from the command line, e.g. `--config.seeds='(0,1,2,3)'`.
 
 import ml_collections
 
+from experiments.configs.common import parse_options
+from search import grids
 
-def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  options = parse_options(arg, {"quick"}, "train")
   config = ml_collections.ConfigDict()
   config.name = "train"
   config.width = 16                # full width the networks live in
   config.widths = ((16, 16, 16), (8, 8, 8), (3, 3, 3))  # (d1, d2, d3) structured masks
   config.seeds = (0, 1)
-  config.lrs = (0.05, 0.1)
-  config.schedules = ("constant", "cosine", "step")
+  config.lrs = grids.SEARCH_LRS
+  config.schedules = grids.SCHEDULES
   config.epochs = 50
   config.batch_size = 128
   config.init = "random"           # or the path of an npz such as ../shared/data/bench95_init.npz
   config.shared_order = False
-  if variant == "quick":
+  if "quick" in options:
     config.name = "train-quick"
     config.widths = ((8, 8, 8), (4, 4, 4), (3, 3, 3))
     config.epochs = 2
-  elif variant not in (None, ""):
-    raise ValueError(f"unknown config variant {variant!r}; known: quick")
   return config

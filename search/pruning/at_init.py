@@ -51,7 +51,7 @@ from cubist import order
 from cubist.mlp import Layer, Params, apply
 from cubist.train import bce_with_logits
 from search.pruning import select
-from search.pruning.base import COUNT_MODES, FAMILIES, Hyper, Method, MethodStatic
+from cubist.method import COUNT_MODES, Hyper, Method, MethodStatic
 
 GRASP_SAMPLES_PER_CLASS = 25  # §E.4: paper (1) uses 25 (the original CIFAR configs 10)
 GRASP_TEMPERATURE = 200.0  # §E.4: T
@@ -66,11 +66,9 @@ PROSPR_MOMENTUM = 0.9  # §E.8; inner weight decay 0 (§H 9)
 
 
 def _check_static(static: MethodStatic) -> None:
-  """One-line ValueError for an unknown count mode or family (a trace-time check)."""
+  """One-line ValueError for an unknown count mode (a trace-time check)."""
   if static.count_mode not in COUNT_MODES:
     raise ValueError(f"count_mode={static.count_mode!r} is unknown; known: {COUNT_MODES}")
-  if static.family not in FAMILIES:
-    raise ValueError(f"family={static.family!r} is unknown; known: {FAMILIES}")
 
 
 def _weights(params: Params) -> tuple:
@@ -471,7 +469,7 @@ def snip_at_init(key, params, masks, x, y, hyper: Hyper, static: MethodStatic):
   """SNIP (§E.3): one batch, one score, keep the best; Xavier re-init in the random family."""
   _check_static(static)
   init_key, data_key = _split_key(key)
-  if static.family == "random":  # §B.2, §H 12: scored AND trained from Xavier weights
+  if static.random_init:  # §B.2, §H 12: scored AND trained from Xavier weights
     params = xavier_normal_from_masks(init_key, params, masks)
   indices = shuffled_prefix(data_key, x.shape[0], static.batch_size)
   scores = snip_scores(params, jnp.asarray(x)[indices], jnp.asarray(y)[indices])
@@ -484,7 +482,7 @@ def grasp_at_init(key, params, masks, x, y, hyper: Hyper, static: MethodStatic):
   """GraSP (§E.4): 25 + 25 single-class samples, -W * Hg, remove the R largest."""
   _check_static(static)
   init_key, data_key = _split_key(key)
-  if static.family == "random":  # §B.2, §H 12
+  if static.random_init:  # §B.2, §H 12
     params = xavier_normal_from_masks(init_key, params, masks)
   x, y = jnp.asarray(x), jnp.asarray(y)
   indices = grasp_sample_indices(data_key, y)

@@ -21,38 +21,33 @@ import itertools
 
 import numpy as np
 
-from cubist import masks as mask_ops, mlp, store as store_ops
-from cubist.specs import PRUNE_FAMILY, RANDOM_INIT, ExperimentSpec
-from search.combinatorial import run_seed
+from cubist import mlp, store as store_ops
+from cubist.specs import RANDOM_INIT, ExperimentSpec, init_id, run_seed
 from search.pruning import registry
 
-OVERPARAM_TARGETS = tuple(range(15, 27)) + (30, 33, 37, 40, 44, 50, 53, 55, 57, 60, 65)
-OVERPARAM_WIDTHS = (3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256)
-FIXED_TARGETS = {0.95: tuple(range(15, 27)),
-                 0.995: (16, 18, 20, 22, 24, 25, 26, 27, 28, 29, 30, 32, 34, 36)}
-PRUNING_LRS = (0.05, 0.1, 0.2)
-SCHEDULES = ("cosine", "step", "constant")
-RETRAIN_METHODS = ("scratch_e", "scratch_b", "lottery")
+# The seed salt of every pruning run: the same method and setting gets the same
+# seed in whichever family it appears (its exp_id still differs by family).
+SEED_SALT = "prune"
 
 
-def _spec(method: str, width: int, target: int, lr: float, schedule: str, repeat: int,
-          config, strength: float = 0.0, threshold: float = 3.0, family: str = PRUNE_FAMILY,
+def _spec(method: str, width: int, target: int | None, lr: float, schedule: str, repeat: int,
+          config, strength: float = 0.0, threshold: float = 3.0,
           options: tuple = ()) -> ExperimentSpec:
   init = config.get("init", RANDOM_INIT)
   return ExperimentSpec(
-      seed=run_seed(family, method, width, target, lr, schedule, repeat, init, strength,
-                    threshold, options),
+      seed=run_seed(SEED_SALT, method, width, target, lr, schedule, repeat, init_id(init),
+                    strength, threshold, options),
       lr=float(lr), schedule=schedule, width=int(width), epochs=int(config.epochs),
-      init=init, family=family, method=method,
-      target_nnz=None if target is None else int(target),
+      init=init, method=method, target_nnz=None if target is None else int(target),
       count_mode=config.count_mode, strength=float(strength), threshold=float(threshold),
-      method_options=tuple(options), extra=config.name)
+      method_options=tuple(options), family=config.family, repeat=int(repeat))
 
 
 def grid_specs(config) -> list[ExperimentSpec]:
   """methods x widths x targets (f < N(w)) x lrs x schedules x repeats (+ strengths)."""
   for name in config.methods:
-    registry.get(name)  # one-line error listing the known methods
+    if not registry.is_pruning(name):
+      raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(registry.names())}")
   specs = []
   for method, width, target, lr, schedule, repeat in itertools.product(
       config.methods, config.widths, config.targets, config.lrs, config.schedules,
@@ -81,18 +76,18 @@ def retrain_specs(config) -> list[ExperimentSpec]:
     raise ValueError(f"no finished runs of {list(config.retrain_methods)} in "
                      f"{config.retrain_from}")
   specs = []
-  for row, kind, repeat in itertools.product(rows, RETRAIN_METHODS, range(config.repeats)):
-    mask = mask_ops.unpack_masks(row["mask"], row["mask_shape"])
+  for row, kind, repeat in itertools.product(rows, registry.RETRAIN_METHODS,
+                                             range(config.repeats)):
+    source = store_ops.row_spec(row)
     lottery = kind == "lottery"
-    seed = row["seed"] if lottery else run_seed("retrain", kind, row["exp_id"], repeat)
     if lottery and repeat > 0:
       continue  # the original initialisation is one
+    seed = source.seed if lottery else run_seed("retrain", kind, row["exp_id"], repeat)
     specs.append(ExperimentSpec(
-        seed=seed, lr=row["lr"], schedule=row["schedule"], width=row["width"],
-        mask=mask, epochs=row["epochs"] * (2 if kind == "scratch_b" else 1),
-        init=row["init"] if row["init"] == RANDOM_INIT else config.init, family="retrain",
-        method=kind, target_nnz=row["target_nnz"], mask_config=row["exp_id"],
-        extra=row["method"]))
+        seed=seed, lr=source.lr, schedule=source.schedule, width=source.width,
+        mask=store_ops.row_masks(row), epochs=source.epochs * (2 if kind == "scratch_b" else 1),
+        init=source.init, method=kind, target_nnz=source.target_nnz, family="retrain",
+        repeat=repeat, source_id=row["exp_id"], source_method=row["method"]))
   return specs
 
 

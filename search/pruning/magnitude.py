@@ -19,7 +19,7 @@ among current survivors). The momentum of masked entries then never reaches
 an active weight (§B.3), so zeroing the momentum of pruned entries, as the
 events below do, is equivalent to the reference and keeps the state tidy.
 
-Shapes (one experiment): params, masks, trace are `Params` (cubist.mlp);
+Shapes (one experiment): a RunState's params, masks, momentum are `Params` (cubist.mlp);
 weights (out, in), possibly zero-padded to a wider array whose real width w is
 given by hyper.num_weights = N(w) (METHODS §I).
 """
@@ -34,23 +34,20 @@ from cubist import masks as mask_ops
 from cubist.mlp import Params
 from search.pruning import counts
 from search.pruning import select
-from search.pruning.base import Hyper, Method, MethodStatic
+from cubist.method import Hyper, Method, MethodStatic, RunState
 
 # --------------------------------------------------------------------------- shared helpers
 
 
-def install_weight_masks(params: Params, trace: Params | None, weight_masks) -> tuple:
+def install_weight_masks(state: RunState, weight_masks) -> RunState:
   """Full masks by the bias rule from weight masks; params and momentum zeroed outside them.
 
-  Returns (params, masks, trace). Zeroing the momentum of pruned entries is
-  what the reference's momentum amounts to when masks only shrink (module
-  docstring).
+  Zeroing the momentum of pruned entries is what the reference's momentum
+  amounts to when masks only shrink (module docstring).
   """
   masks = mask_ops.with_bias_rule(weight_masks)
-  params = select.apply_weight_keep(params, masks)
-  if trace is not None:
-    trace = select.apply_weight_keep(trace, masks)
-  return params, masks, trace
+  return RunState(select.apply_weight_keep(state.params, masks), masks,
+                  select.apply_weight_keep(state.momentum, masks))
 
 
 def _masked(params: Params, masks: Params) -> Params:
@@ -95,7 +92,7 @@ def imp_pre_event_steps(static: MethodStatic) -> np.ndarray:
   return out
 
 
-def imp_pre_event(step, key, params, masks, trace, hyper: Hyper, static: MethodStatic):
+def imp_pre_event(step, key, state: RunState, hyper: Hyper, static: MethodStatic) -> RunState:
   """IMP event k = step // Δ: keep the K_k largest |W| globally (reference: K_k - 1).
 
   Quirks kept in reference mode (§E.1, §H 1-2): the strict threshold keeps
@@ -104,8 +101,8 @@ def imp_pre_event(step, key, params, masks, trace, hyper: Hyper, static: MethodS
   del key
   event = step // counts.imp_interval(static.total_steps)  # 1-based event index
   target = hyper.counts[event - 1]
-  keep = _global_magnitude_keep(params, masks, target, static)
-  return install_weight_masks(params, trace, select.unflat_weights(keep, params))
+  keep = _global_magnitude_keep(state.params, state.masks, target, static)
+  return install_weight_masks(state, select.unflat_weights(keep, state.params))
 
 
 # --------------------------------------------------------------------------- LTH (§E.2)
@@ -203,7 +200,8 @@ def histogram_threshold(abs_values: jax.Array, valid: jax.Array, sparsity: jax.A
   return below / jnp.float32(nbins) * max_value
 
 
-def magnitude_pre_event(step, key, params, masks, trace, hyper: Hyper, static: MethodStatic):
+def magnitude_pre_event(step, key, state: RunState, hyper: Hyper,
+                        static: MethodStatic) -> RunState:
   """SoS magnitude pruning event: sparsity s_t per weight tensor (scope "layer") or globally.
 
   reference: mask = |w| > histogram threshold (§F.1, 256 bins). Difference
@@ -219,8 +217,9 @@ def magnitude_pre_event(step, key, params, masks, trace, hyper: Hyper, static: M
   extension) reads one histogram over all four tensors.
   """
   del key
-  params = _masked(params, masks)
-  current = [mask.weight.astype(bool) for mask in masks]
+  params = _masked(state.params, state.masks)
+  state = state._replace(params=params)
+  current = [mask.weight.astype(bool) for mask in state.masks]
   magnitudes = [jnp.abs(layer.weight) for layer in params]
   if static.count_mode == "reference":
     region = select.weight_region(params, hyper.num_weights)
@@ -233,9 +232,8 @@ def magnitude_pre_event(step, key, params, masks, trace, hyper: Hyper, static: M
       flat_valid = jnp.concatenate([valid.ravel() for valid in region])
       threshold = histogram_threshold(flat, flat_valid, sparsity)
       keep = [(value > threshold) & mask for value, mask in zip(magnitudes, current)]
-    return install_weight_masks(params, trace, keep)
-  return install_weight_masks(
-      params, trace, _keep_by_scores(magnitudes, current, step, hyper, static))
+    return install_weight_masks(state, keep)
+  return install_weight_masks(state, _keep_by_scores(magnitudes, current, step, hyper, static))
 
 
 def _keep_by_scores(scores, current, step, hyper: Hyper, static: MethodStatic) -> list:
@@ -254,7 +252,7 @@ def _keep_by_scores(scores, current, step, hyper: Hyper, static: MethodStatic) -
   return [part.reshape(mask.shape) for part, mask in zip(jnp.split(keep, sizes), current)]
 
 
-def random_pre_event(step, key, params, masks, trace, hyper: Hyper, static: MethodStatic):
+def random_pre_event(step, key, state: RunState, hyper: Hyper, static: MethodStatic) -> RunState:
   """SoS random pruning event: keep this event's count of current survivors uniformly at random.
 
   Cumulative (§F.2 [INFER] "random_cumulative"): pruned weights stay pruned,
@@ -263,12 +261,12 @@ def random_pre_event(step, key, params, masks, trace, hyper: Hyper, static: Meth
   run. Both count modes keep exactly round(n (1 - s_t)): there is no threshold.
   """
   event_key = jax.random.fold_in(key, step)
-  current = [mask.weight.astype(bool) for mask in masks]
+  current = [mask.weight.astype(bool) for mask in state.masks]
   layer_keys = jax.random.split(event_key, len(current))
   scores = [jax.random.uniform(layer_key, mask.shape)
             for layer_key, mask in zip(layer_keys, current)]
   keep = _keep_by_scores(scores, current, step, hyper, static)
-  return install_weight_masks(_masked(params, masks), trace, keep)
+  return install_weight_masks(state._replace(params=_masked(state.params, state.masks)), keep)
 
 
 # --------------------------------------------------------------------------- registry

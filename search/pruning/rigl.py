@@ -34,7 +34,7 @@ from cubist import masks as mask_ops
 from cubist.mlp import Layer
 from search.pruning import counts
 from search.pruning import select
-from search.pruning.base import Hyper, Method, MethodStatic
+from cubist.method import Hyper, Method, MethodStatic, RunState
 
 NUM_LAYERS = 4
 
@@ -82,7 +82,8 @@ def rigl_at_init(key, params, masks, x, y, hyper: Hyper, static: MethodStatic):
   return select.apply_weight_keep(params, new_masks), new_masks
 
 
-def rigl_grad_event(step, key, params, masks, trace, grads, hyper: Hyper, static: MethodStatic):
+def rigl_grad_event(step, key, state: RunState, grads, hyper: Hyper,
+                    static: MethodStatic) -> RunState:
   """One RigL topology update at global step t (scheduler step s = t + 1), per layer.
 
   Drop: keep the n_keep = n_on - n_drop largest |W| (the reference ranks the
@@ -93,9 +94,10 @@ def rigl_grad_event(step, key, params, masks, trace, grads, hyper: Hyper, static
   network (padding excluded); a just-dropped entry can be regrown. New
   connections start at 0 with zero momentum; the per-layer count is
   conserved; dense layers (n_drop = 0) are unchanged. Bias masks by the rule.
-  Returns (params, masks, trace); the trainer skips this step's SGD update.
+  Returns the new RunState; the trainer skips this step's SGD update.
   """
   del key
+  params, masks, trace = state
   event = (step + 1) // counts.RIGL_DELTA_T - 1
   drops = hyper.counts[NUM_LAYERS:].reshape(-1, NUM_LAYERS)[event]
   region = select.weight_region(params, hyper.num_weights)
@@ -122,7 +124,7 @@ def rigl_grad_event(step, key, params, masks, trace, grads, hyper: Hyper, static
     new_params.append(Layer(weights[index], layer.bias * new_mask.bias))
     new_trace.append(Layer(weight_trace[index],
                            jnp.where(new_mask.bias & old_bias, trace[index].bias, 0.0)))
-  return tuple(new_params), new_masks, tuple(new_trace)
+  return RunState(tuple(new_params), new_masks, tuple(new_trace))
 
 
 RIGL = Method(

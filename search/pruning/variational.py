@@ -82,7 +82,7 @@ from cubist import masks as mask_ops
 from cubist.mlp import Layer, Params
 from cubist import train as train_ops
 from cubist.train import bce_with_logits
-from search.pruning.base import Hyper, Method, MethodStatic
+from cubist.method import Hyper, Method, MethodStatic
 
 EPSILON = 1e-8  # SoS common.EPSILON: inside log(theta^2 + eps) and sqrt(var + eps)
 

@@ -6,11 +6,15 @@ writes REPORT/index.html (REPORT = FIRST_WORKDIR/report by default) with PNGs
 and a CSV per table beside it. Sections (METHODS §G, §F.6): gap table,
 accuracy vs NNZ, overparameterisation, connectivity, decision regions, network
 diagrams, State of Sparsity. A section whose data are absent says so in one
-line. Bad input (no store, incompatible shards, an unreadable file) raises a
-one-line ValueError; stores without rows give a "nothing to report" page.
+line. Nothing is retrained to draw a model: the weights come from the store;
+`reproduce=N` retrains N stored runs to check their bits. Stores of older
+schemas or other training semantics are read and marked as such. Bad input
+(no store, incompatible shards, an unreadable file) raises a one-line
+ValueError; stores without rows give a "nothing to report" page.
 
-Modules: analysis (pure functions over rows), models (reproduced weights,
-activations), plots, diagrams, page (HTML, CSV).
+Modules: analysis (pure functions over rows), models (stored weights,
+reproduction, activations), plots, diagrams, sections (one per part of the
+page), page (HTML, CSV).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import time
 from pathlib import Path
 
 from cubist import store as store_ops
-from search.report import analysis, page
+from cubist.semantics import SEMANTICS_VERSION
+from search.report import analysis, models, page, sections
 
 TITLE = "Cubist Spiral: sparsest networks vs pruning"
 
@@ -37,10 +42,11 @@ def load_workdir(workdir) -> dict:
   paths = store_ops.find_stores(workdir)
   try:
     rows = store_ops.merge_stores(paths)
-    sweeps = []
+    sweeps, versions = [], set()
     for path in paths:
       with store_ops.ResultStore.open_readonly(path) as shard:
         sweeps.append(shard.sweep_name)
+        versions.add((shard.schema, shard.semantics))
   except (sqlite3.Error, KeyError) as error:
     raise ValueError(f"cannot read the store in {workdir}: {error}") from None
   search, target = None, None
@@ -60,7 +66,16 @@ def load_workdir(workdir) -> dict:
   for row in rows:
     row["workdir"] = str(workdir)
   return {"workdir": workdir, "rows": rows, "sweeps": sorted(set(sweeps)), "search": search,
-          "target": target, "npz": npz if npz is not None and npz.is_file() else None}
+          "target": target, "npz": npz if npz is not None and npz.is_file() else None,
+          "versions": sorted(versions, key=str)}
+
+
+def version_label(schema: int, semantics: int | None) -> str:
+  """How the page names a store's versions; old ones are marked."""
+  if schema == 1:
+    return "schema v1 (old: no weights, no spec)"
+  label = f"schema v{schema}, semantics v{semantics}"
+  return label if semantics == SEMANTICS_VERSION else label + f" (this code: v{SEMANTICS_VERSION})"
 
 
 def merge_workdirs(loaded) -> list[dict]:
@@ -79,8 +94,12 @@ def _log(message: str) -> None:
 
 
 def build_report(workdirs, out_dir=None, init_dir="../shared/data", targets=(0.95, 0.995),
-                 retrain: bool = True, log=_log) -> Path:
-  """Write the report for `workdirs`; returns the path of index.html."""
+                 reproduce: int = 0, log=_log) -> Path:
+  """Write the report for `workdirs`; returns the path of index.html.
+
+  reproduce: retrain this many stored runs (the drawn models first) and check
+  that their weights come out bit for bit (a section of the page).
+  """
   seen, loaded = set(), []
   for workdir in workdirs:
     key = Path(workdir).resolve()
@@ -98,89 +117,92 @@ def build_report(workdirs, out_dir=None, init_dir="../shared/data", targets=(0.9
               or any(analysis.is_search(r) for r in item["rows"])]
   targets = sorted(set(float(t) for t in targets)
                    | {s["target"] for s in searches if s["target"] is not None})
-  entries = collect_models(rows, searches, targets, out, init_dir, retrain, log)
-  sections = [page.gap_section(rows, searches, targets, out),
-              page.frontier_section(rows, searches, targets, out),
-              page.overparam_section(rows, targets, out),
-              page.connectivity_section(rows, out),
-              page.decision_section(entries, out),
-              page.diagram_section(entries, out),
-              page.sos_section(rows, targets, out)]
-  return _write(out, page.render(TITLE, intro, sections))
+  entries = collect_models(rows, searches, targets)
+  checks = reproduce_runs(rows, entries, reproduce, init_dir, log) if reproduce else []
+  section_list = [sections.gap_section(rows, searches, targets, out),
+                  sections.frontier_section(rows, searches, targets, out),
+                  sections.overparam_section(rows, targets, out),
+                  sections.connectivity_section(rows, out),
+                  sections.decision_section(entries, out),
+                  sections.diagram_section(entries, out),
+                  sections.sos_section(rows, targets, out)]
+  if reproduce:
+    section_list.append(sections.reproduce_section(checks, out))
+  return _write(out, page.render(TITLE, intro, section_list))
 
 
-def collect_models(rows, searches, targets, out: Path, init_dir, retrain: bool, log) -> list[dict]:
+def collect_models(rows, searches, targets) -> list[dict]:
   """The models to draw, as entries {name, label, model, exp_id, source, weight_nnz, ...}.
 
-  Each search's sparsest model: its sparsest_<target>.npz, else its sparsest
-  run reaching the target, retrained. Then one pruning run per method
-  (analysis.pick_models at the first search model's weight nnz). Stored runs'
-  weights come from REPORT/models/ or are retrained (`retrain`). A model that
-  cannot be had is an entry with a "note" instead of a "model".
+  Each search's sparsest run reaching its target, then one pruning run per
+  method (analysis.pick_models at the first search model's weight nnz), all
+  with their stored weights. A schema-v1 store kept none: its search's
+  sparsest_<target>.npz is used if present. A model that cannot be had is an
+  entry with a "note" instead of a "model".
   """
-  from search.report import models
-  cache = out / "models"
   by_id = {r["exp_id"]: r for r in rows}
 
-  def from_store(name: str, label: str, row: dict, position: str) -> dict:
-    if not retrain and not (cache / f"{row['exp_id']}.npz").is_file():
-      return {"name": name, "label": label, "note": "not retrained (--noretrain), not cached"}
-    began = time.perf_counter()
+  def from_store(name: str, label: str, row: dict) -> dict:
     try:
-      model, from_cache = models.load_or_reproduce(row, cache, init_dir)
-    except ValueError as error:
-      return {"name": name, "label": label, "note": f"cannot reproduce {row['exp_id']}: {error}"}
-    if not from_cache:
-      log(f"retrained {label} run {row['exp_id']} ({position}) in "
-          f"{time.perf_counter() - began:.0f} s")
-    return _entry(name, label, model, row["exp_id"], "cache" if from_cache else "retrained")
+      return _entry(name, label, models.from_row(row), row["exp_id"])
+    except store_ops.StoreError as error:
+      return {"name": name, "label": label, "note": str(error)}
 
   entries = []
   for search in sorted((s for s in searches if s["target"] is not None),
                        key=lambda s: s["target"]):
     target = search["target"]
     name, label = f"search_{target:g}", f"search {100 * target:g}%"
-    if search["npz"] is not None:
-      try:
-        model = models.load_model(search["npz"])
-      except (OSError, ValueError, KeyError) as error:
-        entries.append({"name": name, "label": label, "note": f"unreadable npz: {error}"})
-        continue
-      exp_id = ((search["search"] or {}).get("phase2") or {}).get("row", {}).get("exp_id", "")
-      entry = _entry(name, label, model, exp_id, f"{search['workdir'].name}/{search['npz'].name}")
-      if not model.reproduced_exactly and exp_id in by_id and retrain:
-        # The npz's weights do not give the stored accuracy: retrain the run exactly.
-        exact = from_store(name, label, by_id[exp_id], "saved model inexact")
-        if "model" in exact:
-          entry = {**exact, "source": f"{exact['source']} (npz: {percent(model)})"}
-      entries.append(entry)
-      continue
     best = analysis.search_minimum(search["rows"], target)
     if best is None:
       entries.append({"name": name, "label": label, "note": "no search run reaches the target"})
+    elif by_id[best["exp_id"]].get("params") is None and search["npz"] is not None:
+      try:
+        entries.append(_entry(name, label, models.load_npz(search["npz"]), best["exp_id"]))
+      except (OSError, ValueError, KeyError) as error:
+        entries.append({"name": name, "label": label, "note": f"unreadable npz: {error}"})
     else:
-      entries.append(from_store(name, f"{label} ({best['family']})", by_id[best["exp_id"]],
-                                "no saved model"))
+      entries.append(from_store(name, f"{label} ({best['family']})", by_id[best["exp_id"]]))
   reference = next((e["weight_nnz"] for e in entries if "model" in e), None)
   picks = analysis.pick_models(rows, reference, targets[0] if targets else 0.95)
-  for index, (method, row) in enumerate(picks.items(), start=1):
-    entries.append(from_store(method, method, row, f"{index}/{len(picks)}"))
-  for method in analysis.rows_by_method(rows, families=(analysis.PRUNE_FAMILY,)):
+  for method, row in picks.items():
+    entries.append(from_store(method, method, row))
+  for method in analysis.rows_by_method(rows, pruning_only=True):
     if method not in picks:
       entries.append({"name": method, "label": method,
                       "note": f"no run with weight nnz >= {reference}"})
   return entries
 
 
-def percent(model) -> str:
-  return f"{100 * model.accuracy_retrained:.2f}%"
+def reproduce_runs(rows, entries, count: int, init_dir, log) -> list:
+  """Retrain `count` stored runs (the drawn models first, then a spread over the
+  rest) and compare their weights bit for bit: the reproducibility check."""
+  by_id = {r["exp_id"]: r for r in rows}
+  chosen = [e["exp_id"] for e in entries if "model" in e and e["exp_id"] in by_id]
+  others = sorted(r["exp_id"] for r in rows if r.get("spec") and r["status"] == "ok")
+  step = max(1, len(others) // max(count, 1))
+  chosen += [exp_id for exp_id in others[::step] if exp_id not in chosen]
+  checks = []
+  for exp_id in list(dict.fromkeys(chosen))[:count]:
+    try:
+      check = models.reproduce(by_id[exp_id], init_dir)
+    except ValueError as error:
+      log(f"cannot reproduce {exp_id}: {error}")
+      checks.append(models.Reproduction(exp_id, by_id[exp_id]["method"], False, float("nan"),
+                                        float(by_id[exp_id]["accuracy"] or "nan"), float("nan"),
+                                        0.0))
+      continue
+    log(f"reproduced {check.method} run {exp_id} in {check.seconds:.0f} s: "
+        + ("bit for bit" if check.identical else f"DIFFERS (max |dw| {check.max_abs_difference:g})"))
+    checks.append(check)
+  return checks
 
 
-def _entry(name: str, label: str, model, exp_id: str, source: str) -> dict:
+def _entry(name: str, label: str, model, exp_id: str) -> dict:
   masked = [layer.weight * mask.weight for layer, mask in zip(model.params, model.masks)]
   biases = [layer.bias * mask.bias for layer, mask in zip(model.params, model.masks)]
   weight_nnz = int(sum((w != 0).sum() for w in masked))
-  return {"name": name, "label": label, "model": model, "exp_id": exp_id, "source": source,
+  return {"name": name, "label": label, "model": model, "exp_id": exp_id, "source": model.source,
           "weight_nnz": weight_nnz, "model_nnz": weight_nnz + int(sum((b != 0).sum()
                                                                        for b in biases))}
 
@@ -200,6 +222,7 @@ def _intro(loaded, rows) -> str:
     overview.append({"workdir": str(item["workdir"]), "sweeps": ", ".join(item["sweeps"]),
                      "runs": len(item["rows"]),
                      "statuses": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
+                     "store": "; ".join(version_label(*v) for v in item["versions"]),
                      "search.json": "yes" if item["search"] else "no",
                      "sparsest model": item["npz"].name if item["npz"] else "no"})
   text = (f"{len(rows)} runs from {len(loaded)} workdir(s), generated "
@@ -208,4 +231,5 @@ def _intro(loaded, rows) -> str:
           "method's target; accuracy is training accuracy on all 49,982 points.")
   return page.paragraph(text) + page.table(overview, [
       ("workdir", "workdir"), ("sweeps", "sweep"), ("runs", "runs"), ("statuses", "status"),
+      ("store", "store"),
       ("search.json", "search.json"), ("sparsest model", "sparsest model")])

@@ -22,19 +22,19 @@ from collections import defaultdict
 
 import numpy as np
 
-from search.pruning.families import RETRAIN_METHODS
-from search.pruning.registry import PAPER_METHODS, SOS_METHODS
+from search.pruning import registry
+from search.pruning.registry import PAPER_METHODS, RETRAIN_METHODS, SOS_METHODS
 
-SEARCH_METHOD = "combinatorial"
+SEARCH_METHOD = "combinatorial"  # the search's label in tables (its runs train "plain")
 SEARCH_FAMILIES = ("phase1", "phase2")
-PRUNE_FAMILY = "prune"
 RETRAIN_FAMILY = "retrain"
+V1_PLAIN = ("structured", "masked", "combinatorial")  # fixed-mask labels of schema-v1 stores
 # Spec fields that define a configuration: rows equal on all of them are repeats
-# (they differ only in their seed).
+# (they differ only in their seed and repeat index).
 CONFIG_COLUMNS = ("family", "method", "width", "d1", "d2", "d3", "lr", "schedule", "epochs",
                   "batch_size", "init", "shared_order", "data_order", "target_nnz",
-                  "mask_config", "extra", "count_mode", "strength", "threshold",
-                  "method_options")
+                  "mask_config", "source_id", "source_method", "count_mode", "strength",
+                  "threshold", "method_options")
 
 
 def is_ok(row: dict) -> bool:
@@ -47,6 +47,13 @@ def is_search(row: dict) -> bool:
   return row.get("family") in SEARCH_FAMILIES
 
 
+def is_pruning(row: dict) -> bool:
+  """A run of a pruning method, built in or a user's (not fixed-mask training, a
+  search or a retraining run)."""
+  return (not is_search(row) and row.get("family") != RETRAIN_FAMILY
+          and not registry.is_plain(row.get("method")) and row.get("method") not in V1_PLAIN)
+
+
 def method_order(names) -> list[str]:
   """Method names in report order: paper (1), State of Sparsity, retraining, others."""
   names = set(names)
@@ -54,11 +61,12 @@ def method_order(names) -> list[str]:
   return known + sorted(names - set(known))
 
 
-def rows_by_method(rows, families=None, ok_only: bool = True) -> dict[str, list[dict]]:
-  """Non-search rows grouped by method (report order); `families` filters by family."""
+def rows_by_method(rows, pruning_only: bool = False,
+                   ok_only: bool = True) -> dict[str, list[dict]]:
+  """Non-search rows grouped by method (report order); only pruning runs if `pruning_only`."""
   groups = defaultdict(list)
   for row in rows:
-    if is_search(row) or (families is not None and row["family"] not in families):
+    if is_search(row) or (pruning_only and not is_pruning(row)):
       continue
     if ok_only and not is_ok(row):
       continue
@@ -130,15 +138,16 @@ def config_key(row: dict) -> tuple:
 
 
 def repeat_indices(rows) -> dict[str, int]:
-  """exp_id -> repeat index: the rank of the run's seed among its configuration's runs.
+  """exp_id -> repeat index: the store's `repeat` column.
 
-  The store keeps no repeat number; runs of one configuration differ only in
-  their seed, so ranking by seed splits a sweep into `repeats` replicas.
+  Schema-v1 stores kept no repeat number: there the rank of the run's seed
+  among its configuration's runs stands in for it.
   """
+  indices = {r["exp_id"]: int(r["repeat"]) for r in rows if r.get("repeat") is not None}
   groups = defaultdict(list)
   for row in rows:
-    groups[config_key(row)].append(row)
-  indices = {}
+    if row.get("repeat") is None:
+      groups[config_key(row)].append(row)
   for members in groups.values():
     for rank, row in enumerate(sorted(members, key=lambda r: (r["seed"], r["exp_id"]))):
       indices[row["exp_id"]] = rank
@@ -229,7 +238,7 @@ def overparam_table(rows, f_values) -> list[dict]:
   Pruning family only (§G.2); widths without such a run are left out.
   """
   table = []
-  for method, members in rows_by_method(rows, families=(PRUNE_FAMILY,)).items():
+  for method, members in rows_by_method(rows, pruning_only=True).items():
     by_width = defaultdict(list)
     for row in members:
       by_width[int(row["width"])].append(row)
@@ -299,19 +308,20 @@ def connectivity_summary(rows) -> list[dict]:
 def retrain_summary(rows) -> list[dict]:
   """§F.5 retraining runs: per (kind, source method, weight nnz) the mean and spread
   of accuracy, and the mean accuracy of their source runs where those are present
-  (`mask_config` holds the source exp_id, `extra` the source method)."""
+  (`source_id`, `source_method`; schema-v1 stores kept them in `mask_config`, `extra`)."""
   by_id = {r["exp_id"]: r for r in rows}
   groups = defaultdict(list)
   for row in rows:
     if row.get("family") == RETRAIN_FAMILY and is_ok(row):
-      groups[(row["method"], row.get("extra") or "", int(row["weight_nnz"]))].append(row)
+      source = row.get("source_method") or row.get("extra") or ""
+      groups[(row["method"], source, int(row["weight_nnz"]))].append(row)
   order = {m: i for i, m in enumerate(method_order({k[0] for k in groups}))}
   table = []
   for key in sorted(groups, key=lambda k: (order[k[0]], k[1], k[2])):
     kind, source, nnz = key
     accuracy = np.array([r["accuracy"] for r in groups[key]], float)
-    sources = [by_id[r["mask_config"]] for r in groups[key]
-               if r.get("mask_config") in by_id and is_ok(by_id[r["mask_config"]])]
+    ids = [r.get("source_id") or r.get("mask_config") for r in groups[key]]
+    sources = [by_id[i] for i in ids if i in by_id and is_ok(by_id[i])]
     table.append({"kind": kind, "source_method": source, "weight_nnz": nnz,
                   "runs": len(accuracy), "mean_accuracy": float(accuracy.mean()),
                   "std_accuracy": float(accuracy.std()), "min_accuracy": float(accuracy.min()),
@@ -329,7 +339,7 @@ def pick_models(rows, reference_nnz: int | None, target: float) -> dict[str, dic
   sparsest run reaching `target`, else its most accurate run.
   """
   picks = {}
-  for method, members in rows_by_method(rows, families=(PRUNE_FAMILY,)).items():
+  for method, members in rows_by_method(rows, pruning_only=True).items():
     if reference_nnz is not None:
       above = [r for r in members if r["weight_nnz"] >= reference_nnz]
       if not above:

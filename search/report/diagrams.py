@@ -20,6 +20,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from cubist import masks as mask_ops
 from cubist.mlp import Params
 from search.report import models
 
@@ -50,7 +51,7 @@ def path_structure(edges) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 def _columns(masks: Params) -> list[np.ndarray]:
   """Unit indices drawn per column: inputs, present hidden units, output."""
-  present = models.unit_presence(masks)
+  present = mask_ops.used_units(masks)
   return [np.arange(2)] + [np.flatnonzero(p) for p in present] + [np.arange(1)]
 
 

@@ -1,6 +1,6 @@
 r"""`make bench`, pruning part: runs/s per method and the overparameterisation projection.
 
-  python -m search.pruning.bench --out=bench_pruning.json
+  python -m experiments.bench_pruning --out=bench_pruning.json
 
 For every registered method at w = 16 and w = 256 (f = 40): warm runs/s of a
 full 50-epoch run (LTH: 5 rounds of 50), compile time separately. A full run
@@ -10,10 +10,15 @@ of the 50-epoch schedule (same events and counts) and fitted as
 final evaluation. Medians over `--repeats` warm calls. (A fit through 1 and 2
 epochs proved unreliable: a 1-epoch scan compiles to a different program.)
 
+At the narrow widths 3, 4, 6, 8 every method of paper (1) is timed in the
+layout the engine picks (the per-unit layout up to width 4) beside the
+batched-matmul layout the separate pruning trainer always used before issue 9,
+in the same run: the speed-up of one trainer for every method.
+
 Projection of the whole §G.2 family (9 methods x widths 3..8, 16, ..., 256 x
 targets f < N(w) x 9 settings): plain (fixed-mask) training is timed at every
 width, and each method's cost at width w is the plain cost there times the
-method's measured overhead at the nearer of 16 and 256.
+method's measured overhead at the nearest width it was timed at.
 """
 
 from __future__ import annotations
@@ -31,23 +36,25 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from cubist import data, mlp, train
-from cubist.specs import PRUNE_FAMILY, ExperimentSpec
-from search.pruning import families, registry, runner
-from search.pruning.base import Method
-from search.pruning.trainer import make_prune_train
+from cubist import data, engine, mlp, train
+from cubist.method import PLAIN_METHOD
+from cubist.specs import ExperimentSpec
+from search import grids
+from search.pruning import registry
 
 flags.DEFINE_string("out", "bench_pruning.json", "Where to write the JSON results.")
-flags.DEFINE_list("methods", [], "Methods to time (default: all registered).")
+flags.DEFINE_list("methods", [], "Methods to time at --widths (default: all registered).")
 flags.DEFINE_list("widths", ["16", "256"], "Widths at which every method is timed.")
-flags.DEFINE_list("plain_widths", ["4", "8", "16", "32", "64", "128", "256"],
+flags.DEFINE_list("narrow_widths", ["3", "4", "6", "8"],
+                  "Widths at which the paper's methods are timed in the layout the engine picks "
+                  "and in the batched-matmul layout the old pruning trainer always used.")
+flags.DEFINE_list("plain_widths", ["3", "4", "6", "8", "16", "32", "64", "128", "256"],
                   "Widths at which plain training is timed for the projection.")
 flags.DEFINE_integer("target", 40, "Target weight count f.")
 flags.DEFINE_integer("repeats", 3, "Timed warm calls per program (median).")
 flags.DEFINE_integer("epochs", 50, "Epochs of a full run.")
 FLAGS = flags.FLAGS
 
-PLAIN = Method("plain")
 FIT_EPOCHS = (2, 4)  # the two truncated lengths timed per program
 
 
@@ -59,29 +66,36 @@ def chunk_size(width: int) -> int:
 def _specs(method: str, width: int, chunk: int, target: int, epochs: int):
   strength = 1.0 / data.NUM_POINTS if registry.get(method).uses_strength else 0.0
   return [ExperimentSpec(seed=i, lr=0.1, schedule="cosine", width=width, epochs=epochs,
-                         family=PRUNE_FAMILY, method=method,
-                         target_nnz=None if strength else target, strength=strength)
+                         method=method, target_nnz=None if strength else target,
+                         strength=strength)
           for i in range(chunk)]
 
 
 def time_program(method_name: str | None, width: int, target: int, epochs: int,
-                 repeats: int) -> dict:
-  """Fitted warm seconds of one full run of `method_name` (None: plain training) at `width`."""
+                 repeats: int, layout: str | None = None) -> dict:
+  """Fitted warm seconds of one full run of `method_name` (None: plain training) at `width`.
+
+  layout: "dot" or "unit"; default the one the engine picks for this method and width.
+  """
   x, y = (jax.numpy.asarray(a) for a in data.cubist_spiral())
   chunk = chunk_size(width)
   name = method_name or "snip"  # plain training still needs a spec to build inputs
   specs = _specs(name, width, chunk, min(target, mlp.num_weights(width) - 1), epochs)
-  method_static = runner.method_static(specs[0])
-  inputs = runner.chunk_inputs(specs, width, method_static)
-  method = registry.get(method_name) if method_name else PLAIN
+  method = registry.get(method_name) if method_name else PLAIN_METHOD
+  method_static = specs[0].method_static()
+  inputs = engine.chunk_inputs(specs, width, method, method_static)
+  key = engine.bucket_key(specs[0], registry.get)
+  if method_name is None:
+    key = engine.BucketKey(width, epochs, data.BATCH_SIZE, False, "feistel")
+  layout = layout or engine.train_static(key, engine.ChunkPlan()).formulation
   mesh = train.experiment_mesh() if len(jax.local_devices()) > 1 else None
   if mesh is not None:  # as the engine does: the experiment axis sharded over the devices
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train.EXPERIMENT_AXIS))
     inputs = jax.device_put(inputs, sharding)
   calls = {}
   for short in FIT_EPOCHS:
-    static = train.TrainStatic(width=width, epochs=short, formulation="dot")
-    fn = make_prune_train(static, method, method_static, mesh=mesh, truncated=True)
+    static = train.TrainStatic(width=width, epochs=short, formulation=layout)
+    fn = train.make_train(static, method, method_static, mesh=mesh, truncated=True)
     began = time.perf_counter()
     jax.block_until_ready(fn(x, y, inputs))
     first = time.perf_counter() - began
@@ -97,8 +111,8 @@ def time_program(method_name: str | None, width: int, target: int, epochs: int,
       method.rounds * (high - low))
   fixed = max(calls[low]["median_s"] - method.rounds * low * per_epoch, 0.0)
   full = fixed + per_epoch * method.rounds * epochs
-  return dict(method=method_name or "plain", width=width, chunk=chunk, rounds=method.rounds,
-              devices=1 if mesh is None else mesh.size,
+  return dict(method=method_name or "plain", width=width, layout=layout, chunk=chunk,
+              rounds=method.rounds, devices=1 if mesh is None else mesh.size,
               calls=calls, fixed_s=fixed, per_epoch_s=per_epoch, full_call_s=full,
               seconds_per_run=full / chunk, runs_per_second=chunk / full,
               compile_s=calls[low]["compile_s"])
@@ -106,16 +120,21 @@ def time_program(method_name: str | None, width: int, target: int, epochs: int,
 
 def overparam_runs() -> dict[tuple[str, int], int]:
   """Runs of the §G.2 family per (method, width)."""
-  settings = len(families.PRUNING_LRS) * len(families.SCHEDULES)
-  return {(m, w): settings * sum(f < mlp.num_weights(w) for f in families.OVERPARAM_TARGETS)
-          for m in registry.PAPER_METHODS for w in families.OVERPARAM_WIDTHS}
+  settings = len(grids.PRUNING_LRS) * len(grids.SCHEDULES)
+  return {(m, w): settings * sum(f < mlp.num_weights(w) for f in grids.OVERPARAM_TARGETS)
+          for m in registry.PAPER_METHODS for w in grids.OVERPARAM_WIDTHS}
 
 
 def project_overparam(method_records: list[dict], plain_records: list[dict]) -> dict:
-  """Projected hours of the whole overparameterisation family on this machine."""
+  """Projected hours of the whole overparameterisation family on this machine.
+
+  A method's cost at width w: plain training's measured cost at w times the
+  method's measured overhead at the nearest width (log scale) it was timed at,
+  in the layout the engine picks.
+  """
   plain = {r["width"]: r["seconds_per_run"] for r in plain_records}
   overhead = {(r["method"], r["width"]): r["seconds_per_run"] / plain[r["width"]]
-              for r in method_records if r["width"] in plain}
+              for r in method_records if r["width"] in plain and r.get("engine_layout", True)}
   measured = sorted({w for _, w in overhead})
   total, missing = 0.0, []
   for (method, width), runs in overparam_runs().items():
@@ -135,9 +154,11 @@ def main(argv):
   result = dict(machine=dict(platform=platform.platform(), processor=platform.processor(),
                              cpus=len(jax.devices()), backend=jax.default_backend()),
                 target=FLAGS.target, epochs=FLAGS.epochs, repeats=FLAGS.repeats,
-                command="python -m search.pruning.bench " + " ".join(
+                command="python -m experiments.bench_pruning " + " ".join(
                     f"--{k}={v}" for k, v in (("methods", ",".join(FLAGS.methods)),
-                                              ("widths", ",".join(FLAGS.widths))) if v),
+                                              ("widths", ",".join(FLAGS.widths)),
+                                              ("narrow_widths", ",".join(FLAGS.narrow_widths)))
+                    if v),
                 methods=[], plain=[])
   for width in (int(w) for w in FLAGS.plain_widths):
     record = time_program(None, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats)
@@ -150,6 +171,23 @@ def main(argv):
       result["methods"].append(record)
       print(f"{name:<10} w={width:>3}: {record['runs_per_second']:8.2f} runs/s "
             f"(compile {record['compile_s']:.1f} s)", flush=True)
+  result["narrow"] = []
+  for width in (int(w) for w in FLAGS.narrow_widths):
+    for name in registry.PAPER_METHODS:
+      record = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats)
+      result["methods"].append(record)
+      before = record
+      if record["layout"] != "dot":  # the old pruning trainer: always batched matmuls
+        before = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats, "dot")
+        result["methods"].append({**before, "engine_layout": False})
+      entry = dict(method=name, width=width, layout=record["layout"],
+                   runs_per_second=record["runs_per_second"],
+                   dot_runs_per_second=before["runs_per_second"],
+                   speedup=record["runs_per_second"] / before["runs_per_second"])
+      result["narrow"].append(entry)
+      print(f"{name:<10} w={width:>3}: {entry['runs_per_second']:8.2f} runs/s ({entry['layout']}),"
+            f" {entry['dot_runs_per_second']:8.2f} as before (dot): {entry['speedup']:.2f}x",
+            flush=True)
   result["overparam_projection"] = project_overparam(result["methods"], result["plain"])
   projection = result["overparam_projection"]
   print(f"overparameterisation family: {projection['runs']} runs, projected "

@@ -1,4 +1,4 @@
-r"""Throughput benchmark of the vectorised trainer: `python -m cubist.bench --out=bench.json`.
+r"""Throughput benchmark of the vectorised trainer: `python -m experiments.bench --out=bench.json`.
 
 Measures warm runs per second of whole training runs at the paper's settings
 (50 epochs, batch 128, all 49,982 points) with the engine's data order (each
@@ -66,6 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cubist import data, masks, mlp, order, train
+from experiments import projection
 
 _SCHEMA = "cubist.bench/2"
 _SCHEMA_DOC = """\
@@ -583,7 +584,7 @@ def run_sharded(spec: dict[str, Any], devices: int, timeout_s: float,
   env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
   with tempfile.TemporaryDirectory() as tmp:
     out_path = os.path.join(tmp, "sharded.json")
-    command = [sys.executable, "-m", "cubist.bench", f"--sharded_child={json.dumps(spec)}",
+    command = [sys.executable, "-m", "experiments.bench", f"--sharded_child={json.dumps(spec)}",
                f"--child_out={out_path}"]
     start = time.perf_counter()
     try:
@@ -1023,7 +1024,6 @@ def search_projection(result: dict[str, Any], log: Callable[[str], None] = print
   headlines (width 3 and width 16); phase 2 is every mask triple inside
   `phase2_widths` (our random-init phase-1 answer) x 6 settings.
   """
-  from search import projection
   rates = {int(w): b["runs_per_s"] for w, b in result.get("per_width", {}).get("buckets", {}).items()
            if b and b.get("runs_per_s")}
   for name, width in (("structured_333", 3), ("dense_w16", 16)):

@@ -1,0 +1,17 @@
+"""The training-semantics version: which bits a given spec trains to.
+
+A store row is only meaningful together with the code that trained it. Every
+change that alters any run's bits (data order, the layouts' arithmetic, count
+formulas, which units are trained, init) bumps `SEMANTICS_VERSION`; the store
+records it, sweep fingerprints include it, and a workdir holding runs of
+another version is refused rather than merged (ARCHITECTURE principle 7).
+
+History:
+  1  stores before the version existed (schema v1; no weights, no spec JSON).
+  2  one trainer for every method: pruning runs at widths <= 4 train in the
+     per-unit layout (other bits than the old pruning trainer's batched
+     matmuls); init files enter seeds by content hash, not path; `repeat`,
+     `source_id` and `source_method` enter exp_id.
+"""
+
+SEMANTICS_VERSION = 2

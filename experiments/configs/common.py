@@ -1,0 +1,34 @@
+"""What every config file shares: how the text after `file.py:` is read.
+
+`--config=experiments/configs/NAME.py:a,b=1` hands "a,b=1" to `get_config`;
+`parse_options` turns it into {"a": "1", "b": "1"} and refuses an unknown
+option with one line that lists the known ones.
+"""
+
+from __future__ import annotations
+
+
+def parse_options(arg: str | None, known, config: str) -> dict[str, str]:
+  """Comma-separated `name` or `name=value` items; a bare name means "1"."""
+  options = {}
+  for item in (arg or "").split(","):
+    item = item.strip()
+    if not item:
+      continue
+    name, _, value = item.partition("=")
+    options[name.strip()] = value.strip() if "=" in item else "1"
+  unknown = sorted(set(options) - set(known))
+  if unknown:
+    raise ValueError(f"unknown {config} config option(s) {unknown}; known: {sorted(known)}")
+  return options
+
+
+def number(options: dict[str, str], name: str, default: float, config: str) -> float:
+  """A numeric option, with a one-line error for text that is not a number."""
+  text = options.get(name)
+  if text is None:
+    return default
+  try:
+    return float(text)
+  except ValueError:
+    raise ValueError(f"{config} config option {name}={text!r} is not a number") from None
