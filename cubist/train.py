@@ -24,13 +24,9 @@ Reference semantics kept (METHODS §C):
 - Final accuracy (logit > 0; a logit of exactly 0 is class 0) and mean loss on
   all 49,982 points, after the last epoch.
 
-Two layouts of the same arithmetic, chosen per width bucket by the engine:
-- "dot": the experiment axis leads and each layer is a batched matmul
-  (vmap of x @ W.T). Best for wide layers.
-- "unit": the experiment axis is minor (last) and each hidden unit is an
-  explicit sum over its inputs, so XLA fuses a layer into elementwise loops that
-  vectorise over experiments. Far faster than tiny batched matmuls for w <= ~4.
-Both give the same results up to float rounding (tested). Method hooks see one
+Two layouts of the same arithmetic (cubist.layouts: "dot", batched matmuls,
+and "unit", per-unit sums vectorised over experiments), chosen per width
+bucket by the engine. Method hooks see one
 experiment in either layout (they are vmapped over the layout's experiment
 axis); a method with its own loss sees (B, 2) batches and runs in "dot" only.
 
@@ -52,11 +48,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cubist import data, order, schedules
+from cubist import data, layouts, order, schedules
+from cubist.layouts import FORMULATIONS
 from cubist.method import PLAIN_METHOD, Hyper, Method, MethodStatic, RunState, event_schedule
 from cubist.mlp import Params
 
-FORMULATIONS = ("dot", "unit")
 EXPERIMENT_AXIS = "experiments"
 # The "unit" formulation's elementwise loops over experiments are vectorised by
 # XLA in blocks; experiments that fall outside whole blocks take a remainder
@@ -157,158 +153,6 @@ class TrainResult(NamedTuple):
   failed: jax.Array
 
 
-# --- The two formulations of the forward pass -------------------------------
-#
-# "dot" layout: weight (E, out, in), bias (E, out), inputs (E, B, 2), logits (E, B).
-# "unit" layout: weight (out, in, E), bias (out, E), inputs (2, B, E), logits (B, E).
-
-
-def pairwise_sum(values: jax.Array, axis: int) -> jax.Array:
-  """Sum over `axis` by repeated halving: one fixed order of additions.
-
-  XLA vectorises a plain reduction differently depending on the sizes of the
-  other axes, i.e. on the chunk size, which moves results by an ulp that grows
-  chaotically over 19,500 steps. Elementwise adds of fixed halves do not.
-  """
-  values = jnp.moveaxis(values, axis, 0)
-  while values.shape[0] > 1:
-    half = values.shape[0] // 2
-    summed = values[:half] + values[half:2 * half]
-    values = jnp.concatenate([summed, values[2 * half:]]) if values.shape[0] % 2 else summed
-  return values[0]
-
-
-@jax.custom_vjp
-def add_bias(hidden: jax.Array, bias: jax.Array) -> jax.Array:
-  """hidden (B, out) + bias (out,), whose bias gradient is a `pairwise_sum` over B."""
-  return hidden + bias
-
-
-add_bias.defvjp(lambda hidden, bias: (hidden + bias, None),
-                 lambda _, grad: (grad, pairwise_sum(grad, axis=0)))
-
-
-def _apply_one(params: Params, inputs: jax.Array) -> jax.Array:
-  """mlp.apply for one experiment, with chunk-size-independent bias gradients."""
-  hidden = inputs
-  for index, layer in enumerate(params):
-    hidden = add_bias(hidden @ layer.weight.T, layer.bias)
-    if index < len(params) - 1:
-      hidden = jax.nn.relu(hidden)
-  return hidden[..., 0]
-
-
-def _logits_dot(params: Params, inputs: jax.Array) -> jax.Array:
-  return jax.vmap(_apply_one)(params, inputs)
-
-
-def _logits_unit(params: Params, inputs: jax.Array) -> jax.Array:
-  hidden = list(inputs)  # one (B, E) array per unit
-  for index, layer in enumerate(params):
-    pre = [sum(h * layer.weight[j, i] for i, h in enumerate(hidden)) + layer.bias[j]
-           for j in range(layer.weight.shape[0])]
-    hidden = pre if index == len(params) - 1 else [jax.nn.relu(p) for p in pre]
-  return hidden[0]
-
-
-def _to_layout(tree, formulation: str):
-  """Leading-E pytree -> the formulation's layout (E moved last for "unit")."""
-  if formulation == "dot":
-    return tree
-  return jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), tree)
-
-
-def _from_layout(tree, formulation: str):
-  if formulation == "dot":
-    return tree
-  return jax.tree.map(lambda a: jnp.moveaxis(a, -1, 0), tree)
-
-
-def _per_experiment(values: jax.Array, leaf: jax.Array, formulation: str) -> jax.Array:
-  """Broadcast an (E,) vector against a leaf in the formulation's layout."""
-  if formulation == "dot":
-    return values.reshape(values.shape + (1,) * (leaf.ndim - 1))
-  return values
-
-
-@jax.custom_vjp
-def bce_with_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Elementwise BCE-with-logits, max(z, 0) - z y + log(1 + exp(-|z|)).
-
-  The same value as PyTorch's BCEWithLogitsLoss (and optax's), with one exp
-  and one log1p forward; the gradient sigmoid(z) - y reuses exp(-|z|). At
-  small widths the loss's transcendentals rival the network's arithmetic.
-  """
-  return _bce_forward(logits, labels)[0]
-
-
-def _bce_forward(logits, labels):
-  decay = jnp.exp(-jnp.abs(logits))
-  loss = jnp.maximum(logits, 0) - logits * labels + jnp.log1p(decay)
-  return loss, (logits, labels, decay)
-
-
-def _bce_backward(saved, grad):
-  logits, labels, decay = saved
-  sigmoid = jnp.where(logits >= 0, 1.0, decay) / (1.0 + decay)
-  return grad * (sigmoid - labels), -grad * logits
-
-
-bce_with_logits.defvjp(_bce_forward, _bce_backward)
-
-
-def _gather(x: jax.Array, y: jax.Array, indices: jax.Array, formulation: str):
-  """Inputs and labels for row indices: (E, B) for "dot", (B, E) for "unit"."""
-  if formulation == "dot":
-    return x[indices], y[indices]
-  return jnp.stack([x[0][indices], x[1][indices]]), y[indices]  # x is (2, N) here
-
-
-def _losses(params: Params, inputs, labels, formulation: str) -> jax.Array:
-  """Per-experiment mean BCE over the batch, shape (E,)."""
-  if formulation == "dot":
-    logits = _logits_dot(params, inputs)
-    return bce_with_logits(logits, labels).mean(axis=1)
-  logits = _logits_unit(params, inputs)
-  return bce_with_logits(logits, labels).mean(axis=0)
-
-
-def _evaluate(params: Params, x: jax.Array, y: jax.Array, static: TrainStatic):
-  """Accuracy and mean loss of every experiment on all points, in blocks.
-
-  The data are padded to a whole number of blocks; padded points are weighted 0.
-  """
-  block = min(static.eval_block, x.shape[0])
-  num_blocks = -(-x.shape[0] // block)
-  pad = num_blocks * block - x.shape[0]
-  weights = jnp.pad(jnp.ones(x.shape[0], jnp.float32), (0, pad)).reshape(num_blocks, block)
-  xs = jnp.pad(x, ((0, pad), (0, 0))).reshape(num_blocks, block, 2)
-  ys = jnp.pad(y, (0, pad)).reshape(num_blocks, block)
-
-  def body(totals, blocks):
-    x_block, y_block, w_block = blocks
-    if static.formulation == "dot":
-      experiments = jax.tree.leaves(params)[0].shape[0]
-      logits = _logits_dot(params, jnp.broadcast_to(x_block, (experiments,) + x_block.shape))
-      weight = w_block[None, :]
-      labels = y_block[None, :]
-      axis = 1
-    else:
-      logits = _logits_unit(params, x_block.T[:, :, None])
-      weight = w_block[:, None]
-      labels = y_block[:, None]
-      axis = 0
-    correct = ((logits > 0).astype(jnp.float32) == labels).astype(jnp.float32)
-    loss = bce_with_logits(logits, labels)
-    return (totals[0] + pairwise_sum(correct * weight, axis=axis),
-            totals[1] + pairwise_sum(loss * weight, axis=axis)), None
-
-  experiments = jax.tree.leaves(params)[0].shape[0 if static.formulation == "dot" else -1]
-  zeros = jnp.zeros((experiments,), jnp.float32)
-  (correct, loss_sum), _ = jax.lax.scan(body, (zeros, zeros), (xs, ys, weights))
-  return correct / x.shape[0], loss_sum / x.shape[0]
-
-
 def _epoch_states(keys: jax.Array, epoch: jax.Array, static: TrainStatic):
   """Order state of one epoch per experiment (leading E), or one shared state."""
   make = functools.partial(order.epoch_state, num_points=static.num_points,
@@ -404,8 +248,8 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
   hyper = inputs.hyper
   optimiser = _sgd(static)
   aux_optimiser = optax.trace(decay=static.momentum)
-  masks = _to_layout(_as_float(inputs.masks), formulation)
-  params = jax.tree.map(jnp.multiply, _to_layout(inputs.params, formulation), masks)
+  masks = layouts.to_layout(_as_float(inputs.masks), formulation)
+  params = jax.tree.map(jnp.multiply, layouts.to_layout(inputs.params, formulation), masks)
   if method.at_init is not None:
     params, new_masks = hook(method.at_init, args=(_fold(inputs.method_key, 0), params,
                                                    _as_bool(masks), x, y, hyper),
@@ -424,7 +268,7 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
 
   def losses_of(params, aux, masks, batch_x, batch_y, t):
     if method.loss is None:
-      return _losses(params, batch_x, batch_y, formulation)
+      return layouts.losses(params, batch_x, batch_y, formulation)
     return hook(method.loss, args=(params, aux, _as_bool(masks), batch_x, batch_y,
                                    _fold(step_keys, t), t, hyper),
                 axes=(TREE, TREE, TREE, ROW, ROW, ROW, SHARED, ROW))
@@ -457,16 +301,16 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
         indices = indices.T  # (E, B) -> (B, E)
     else:
       indices = step_input.batch  # this step's rows of _epoch_indices, already in layout
-    batch_x, batch_y = _gather(x_steps, y, indices, formulation)
+    batch_x, batch_y = layouts.gather(x_steps, y, indices, formulation)
     (_, losses), (grads, aux_grads) = value_and_grad((carry.params, carry.aux), carry.masks,
                                                      batch_x, batch_y, t)
 
     def sgd(carry: _Carry) -> _Carry:
       updates, opt_state = optimiser.update(grads, carry.opt_state, carry.params)
-      params = jax.tree.map(lambda p, u, m: (p - _per_experiment(lr, u, formulation) * u) * m,
+      params = jax.tree.map(lambda p, u, m: (p - layouts.per_experiment(lr, u, formulation) * u) * m,
                             carry.params, updates, carry.masks)
       aux_updates, aux_state = aux_optimiser.update(aux_grads, carry.aux_state, carry.aux)
-      aux = jax.tree.map(lambda a, u: a - _per_experiment(lr, u, formulation) * u,
+      aux = jax.tree.map(lambda a, u: a - layouts.per_experiment(lr, u, formulation) * u,
                          carry.aux, aux_updates)
       return _Carry(params, carry.masks, opt_state, aux, aux_state)
 
@@ -532,13 +376,13 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
     failed = hook(method.failed, args=(_as_bool(masks), hyper), axes=(TREE, ROW))
   else:
     failed = jnp.zeros((experiments,), bool)
-  accuracy, loss = _evaluate(params, x, y, static)
+  accuracy, loss = layouts.evaluate(params, x, y, static.formulation, static.eval_block)
   epoch_loss = jnp.mean(losses, axis=1).T  # (E, rounds * epochs)
   step_loss = None
   if static.record_step_losses:
     step_loss = losses.reshape(-1, losses.shape[-1]).T  # (E, rounds * epochs * batches)
-  return TrainResult(_from_layout(params, formulation),
-                     _from_layout(_as_bool(masks), formulation), accuracy, loss, epoch_loss,
+  return TrainResult(layouts.from_layout(params, formulation),
+                     layouts.from_layout(_as_bool(masks), formulation), accuracy, loss, epoch_loss,
                      step_loss, failed)
 
 

@@ -14,8 +14,8 @@ import itertools
 import math
 from collections import Counter
 
-from search import enumerate as enum
-from search.combinatorial import layer_shapes
+from search import enumeration as enum
+from search.phases import layer_shapes
 
 
 def phase1_runs_by_width(max_width: int = 16, settings: int = 6) -> Counter:

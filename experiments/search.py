@@ -18,7 +18,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from search import combinatorial
+from search import combinatorial, phases
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (experiments/configs/search.py).",
                                           lock_config=True)
@@ -29,12 +29,12 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Join hosts with jax.dist
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def search_config(config) -> combinatorial.SearchConfig:
+def search_config(config) -> phases.SearchConfig:
   fields = config.to_dict()
   for name in ("lrs", "schedules", "phase1_widths"):
     if fields.get(name) is not None:
       fields[name] = tuple(fields[name])
-  return combinatorial.SearchConfig(**fields)
+  return phases.SearchConfig(**fields)
 
 
 def main(argv):

@@ -1,35 +1,25 @@
-"""Algorithm 1, the combinatorial search for the sparsest network (METHODS §D).
+"""Algorithm 1, the combinatorial search for the sparsest network (METHODS §D): the driver.
 
-Phase 1 (structured): every hidden-width triple (d1, d2, d3) in 1..w, each
-trained with every learning rate x schedule. A triple *reaches* the target when
-its best accuracy over those settings is >= the target. The phase-1 answer is
-the reaching triple with the smallest dense parameter count P(d) (§D.2).
-Tie-break (the reference's is unknown, §J.1): the highest best accuracy, then
-the lexicographically smallest (d1, d2, d3).
+The candidates, levels and specs are search/phases.py. Phase 1 walks width
+triples by dense parameter count; a triple *reaches* the target when its best
+accuracy over its settings is >= the target, and the phase-1 answer is the
+reaching triple with the smallest P(d) (§D.2). Tie-break (the reference's is
+unknown, §J.1): the highest best accuracy, then the lexicographically smallest
+(d1, d2, d3). Phase 2 walks the mask triples inside those widths by hidden nnz;
+the minimal model is the mask with the smallest weight count whose best
+accuracy reaches the target (§D.6).
 
-Phase 2 (unstructured): every per-layer mask triple inside the phase-1 widths
-(W1 (d1, 2), W2 (d2, d1), W3 (d3, d2); classifier dense over d3), in the
-reference enumeration order (search.enumerate), x every setting. The minimal
-model is the mask with the smallest weight count whose best accuracy reaches
-the target (§D.6).
-
-Both phases walk their levels sparsest first (phase 1 by P(d), phase 2 by the
-hidden nnz n1 + n2 + n3) and stop after the first level on which something
-reaches the target: everything sparser has then been tried and failed, so the
-answer is settled. `exhaustive_phase1` / `all_levels` run every level instead.
-
-Seeds: each run's seed is a hash of what it is (phase, widths or mask
-configuration, lr, schedule, repeat), so a restarted or sharded search trains
-identical runs and the store recognises them.
+Both phases walk their levels sparsest first and stop after the first level on
+which something reaches the target: everything sparser has then been tried
+and failed, so the answer is settled. `exhaustive_phase1` / `all_levels` run
+every level instead. The answer's weights are read from the store (never
+retrained) into sparsest_<target>.npz.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import itertools
 import json
-import os
 import sqlite3
 import time
 from collections import defaultdict
@@ -38,211 +28,12 @@ from typing import Iterable
 
 import numpy as np
 
-from cubist import engine, masks as mask_ops, mlp, specs as spec_ops
+from cubist import engine, masks as mask_ops, mlp
 from cubist import store as store_ops
 from cubist.mlp import Layer
-from cubist.semantics import SEMANTICS_VERSION
 from cubist.specs import ExperimentSpec
-from search import enumerate as enum
-from search import grids
-
-PHASE1, PHASE2 = "phase1", "phase2"
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-  """Everything that defines one search (the store's fingerprint hashes it).
-
-  target: accuracy to reach, in (0, 1]. width: the model all masks live in (16).
-  max_width: phase-1 widths range over 1..max_width (16 in the paper).
-  lrs, schedules, repeats: the settings each candidate is trained with.
-  init: "random" or an npz path (fixed-initialisation search).
-  phase1_budget: fixed-init mode (§D.2): only triples with P(d) below this.
-  exhaustive_phase1: train every triple instead of stopping at the answer level.
-  all_levels: phase 2 trains every nnz level instead of stopping at the answer.
-  reference_caps: reproduce the released 99.5% restrictions (§D.3): only mask
-    triples with n1 + n2 + n3 < cap_sum and the first cap_w2 W2 masks per n2.
-  canonical: train one representative per hidden-unit relabelling class (§D.4;
-    exact only under a random init).
-  """
-  target: float
-  width: int = 16
-  max_width: int = 16
-  lrs: tuple[float, ...] = grids.SEARCH_LRS
-  schedules: tuple[str, ...] = grids.SCHEDULES
-  repeats: int = 1
-  epochs: int = 50
-  init: str = spec_ops.RANDOM_INIT
-  phase1_budget: int | None = None
-  exhaustive_phase1: bool = False
-  all_levels: bool = False
-  reference_caps: bool = False
-  cap_sum: int = grids.CAP_SUM["random"]
-  cap_w2: int = grids.CAP_W2["random"]
-  canonical: bool = False
-  shared_order: bool = False
-  phase1_widths: tuple[int, int, int] | None = None  # skip phase 1 with known widths
-  # Extension (not in the reference): if phase 2 finds no mask inside the
-  # phase-1 widths, go on to the next triple that reached the target in phase
-  # 1 (in selection order), at most max_fallbacks times. Fresh seeds make a
-  # triple that reached the target once by luck fail in phase 2.
-  phase1_fallback: bool = False
-  max_fallbacks: int = 8
-  # Stop after phase 1 (e.g. the long 99.5% search in stages); rerunning without
-  # it resumes the same workdir into phase 2.
-  phase1_only: bool = False
-
-  def validate(self) -> None:
-    if not self.lrs:
-      raise ValueError("lrs must not be empty")
-    if not self.schedules:
-      raise ValueError("schedules must not be empty")
-    if isinstance(self.max_width, bool) or int(self.max_width) != self.max_width:
-      raise ValueError(f"max_width={self.max_width} must be an integer")
-    if not 0 < self.target <= 1:
-      raise ValueError(f"target={self.target:g} ({100 * self.target:g}%) must be in (0, 1]")
-    if not 1 <= self.max_width <= self.width:
-      raise ValueError(f"max_width={self.max_width} is outside 1..{self.width}")
-    if self.phase1_widths is not None:
-      mask_ops.validate_widths(self.phase1_widths, self.width)
-    for lr in self.lrs:
-      if not lr > 0:
-        raise ValueError(f"lr={lr} must be > 0")
-    if self.repeats < 1:
-      raise ValueError(f"repeats={self.repeats} must be >= 1")
-    probe = ExperimentSpec(seed=0, lr=self.lrs[0], epochs=self.epochs, width=self.width,
-                           init=self.init)
-    for schedule in self.schedules:
-      spec_ops.validate(dataclasses.replace(probe, schedule=schedule))
-
-  def fingerprint(self) -> str:
-    """Hash of the fields that define runs (an init by its contents) and of the
-    training semantics; the fallback settings define none."""
-    fields = dataclasses.asdict(self)
-    for name in ("phase1_fallback", "max_fallbacks", "phase1_only"):
-      fields.pop(name)
-    fields["init"] = spec_ops.init_id(self.init)
-    fields["semantics"] = SEMANTICS_VERSION
-    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-
-def _settings(config: SearchConfig):
-  return list(itertools.product(config.lrs, config.schedules, range(config.repeats)))
-
-
-def _spec(config: SearchConfig, family: str, label: str, lr, schedule, repeat, **fields):
-  return ExperimentSpec(
-      seed=spec_ops.run_seed(family, label, lr, schedule, repeat, spec_ops.init_id(config.init)),
-      lr=float(lr), schedule=schedule, width=config.width, epochs=config.epochs,
-      init=config.init, shared_order=config.shared_order, family=family, repeat=repeat,
-      **fields)
-
-
-# --- Phase 1 ----------------------------------------------------------------
-
-
-def phase1_levels(config: SearchConfig) -> list[tuple[int, list[tuple[int, int, int]]]]:
-  """[(P, triples with that dense parameter count)], ascending P."""
-  levels = defaultdict(list)
-  for triple in itertools.product(range(1, config.max_width + 1), repeat=3):
-    count = mask_ops.dense_parameter_count(triple)
-    if config.phase1_budget is None or count < config.phase1_budget:
-      levels[count].append(triple)
-  return sorted(levels.items())
-
-
-def phase1_specs(config: SearchConfig, triples) -> list[ExperimentSpec]:
-  return [_spec(config, PHASE1, "x".join(map(str, triple)), lr, schedule, repeat,
-                widths=tuple(triple))
-          for triple in triples for lr, schedule, repeat in _settings(config)]
-
-
-# --- Phase 2 ----------------------------------------------------------------
-
-
-def layer_shapes(widths) -> tuple[tuple[int, int], ...]:
-  """(rows, cols) of the searched layers W1, W2, W3 for hidden widths (d1, d2, d3)."""
-  d1, d2, d3 = widths
-  return ((d1, mlp.INPUT_DIM), (d2, d1), (d3, d2))
-
-
-def phase2_levels(config: SearchConfig, widths) -> list[int]:
-  """Hidden nnz levels n1 + n2 + n3, ascending."""
-  ranges = [enum.nnz_range(*shape) for shape in layer_shapes(widths)]
-  return list(range(sum(r.start for r in ranges), sum(r.stop - 1 for r in ranges) + 1))
-
-
-def level_mask_triples(config: SearchConfig, widths, level: int):
-  """Every (n, index) per layer with n1 + n2 + n3 == level, in reference order.
-
-  Yields ((n1, i1), (n2, i2), (n3, i3)). With reference caps, levels at or
-  above cap_sum are empty and only the first cap_w2 W2 masks per n2 are used.
-  """
-  if config.reference_caps and level >= config.cap_sum:
-    return
-  shapes = layer_shapes(widths)
-  ranges = [enum.nnz_range(*shape) for shape in shapes]
-  for n1 in ranges[0]:
-    for n2 in ranges[1]:
-      n3 = level - n1 - n2
-      if n3 not in ranges[2]:
-        continue
-      counts = [enum.count_layer_masks(*shape, n) for shape, n in zip(shapes, (n1, n2, n3))]
-      if config.reference_caps:
-        counts[1] = min(counts[1], config.cap_w2)
-      for i1, i2, i3 in itertools.product(*(range(c) for c in counts)):
-        yield (n1, i1), (n2, i2), (n3, i3)
-
-
-def mask_config_label(triple) -> str:
-  """The reference's per-layer (nnz, mask_config) indices, as stored."""
-  return ",".join(f"{n}:{i}" for n, i in triple)
-
-
-def parse_mask_config(label: str) -> tuple[tuple[int, int], ...]:
-  """Inverse of `mask_config_label`: "n1:i1,n2:i2,n3:i3" -> ((n1, i1), (n2, i2), (n3, i3))."""
-  return tuple(tuple(int(v) for v in part.split(":")) for part in label.split(","))
-
-
-def network_masks(widths, triple, full_width: int) -> mlp.Params:
-  """Full bool masks at `full_width` for a phase-2 mask triple (classifier dense over d3).
-
-  Biases follow the comb-search rule: kept on the first d_l units (every such
-  unit has an outgoing edge because no column is empty) and on the classifier.
-  """
-  d1, d2, d3 = widths
-  blocks = [enum.mask_from_index(*shape, n, i)
-            for shape, (n, i) in zip(layer_shapes(widths), triple)]
-  structured = mask_ops.structured_masks(widths, full_width)
-  layers = []
-  for l, layer in enumerate(structured):
-    weight = np.zeros_like(layer.weight)
-    if l < 3:
-      rows, cols = blocks[l].shape
-      weight[:rows, :cols] = blocks[l]
-    else:
-      weight = layer.weight.copy()
-    layers.append(Layer(weight, layer.bias.copy()))
-  return tuple(layers)
-
-
-def phase2_specs(config: SearchConfig, widths, triples) -> list[ExperimentSpec]:
-  triples = list(triples)
-  if config.canonical:
-    keys = [tuple(network_masks(widths, t, config.width)[l].weight[:widths[l], :cols]
-                  for l, cols in enumerate((mlp.INPUT_DIM, widths[0], widths[1])))
-            for t in triples]
-    triples = [triples[i] for i in enum.network_representatives(keys)]
-  specs = []
-  for triple in triples:
-    label = mask_config_label(triple)
-    masks = network_masks(widths, triple, config.width)
-    for lr, schedule, repeat in _settings(config):
-      specs.append(_spec(config, PHASE2, f"{widths}:{label}", lr, schedule, repeat,
-                         mask=masks, mask_config=label,
-                         target_nnz=sum(n for n, _ in triple) + widths[2]))
-  return specs
-
+from search.phases import (PHASE1, PHASE2, SearchConfig, level_mask_triples, parse_mask_config,
+                           phase1_levels, phase1_specs, phase2_levels, phase2_specs, settings)
 
 # --- Driving the phases -------------------------------------------------------
 
@@ -326,7 +117,7 @@ class Search:
     levels = phase1_levels(config)
     for index, (count, triples) in enumerate(levels):
       pending.append((count, triples))
-      batch = sum(len(t) for _, t in pending) * len(_settings(config))
+      batch = sum(len(t) for _, t in pending) * len(settings(config))
       if batch < 256 and index < len(levels) - 1:
         continue
       specs = phase1_specs(config, [t for _, ts in pending for t in ts])

@@ -27,7 +27,9 @@ import pytest
 from cubist import data, engine, mlp, specs as spec_ops, store as store_ops
 from cubist import masks as mask_ops
 from search import combinatorial as comb
-from search import enumerate as enum
+from search import phases
+from search import enumeration as enum
+from search import symmetry
 from tests.rows import stored_row
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +78,7 @@ def triple_of(label):
 
 
 def level_labels(config, widths, level):
-  return [comb.mask_config_label(t) for t in comb.level_mask_triples(config, widths, level)]
+  return [phases.mask_config_label(t) for t in phases.level_mask_triples(config, widths, level)]
 
 
 # --- 1. Phase-1 levels ---------------------------------------------------------
@@ -84,8 +86,8 @@ def level_labels(config, widths, level):
 
 @pytest.mark.parametrize("max_width", [1, 3, 16])
 def test_phase1_levels_cover_every_triple_once_by_ascending_dense_count(max_width):
-  config = comb.SearchConfig(target=0.9, max_width=max_width)
-  levels = comb.phase1_levels(config)
+  config = phases.SearchConfig(target=0.9, max_width=max_width)
+  levels = phases.phase1_levels(config)
   counts = [count for count, _ in levels]
   assert counts == sorted(set(counts))  # strictly ascending, one entry per P
   flat = [t for _, triples in levels for t in triples]
@@ -105,11 +107,11 @@ def test_phase1_levels_cover_every_triple_once_by_ascending_dense_count(max_widt
 
 
 def test_phase1_budget_keeps_only_triples_below_the_budget():
-  full = comb.phase1_levels(comb.SearchConfig(target=0.9, max_width=6))
+  full = phases.phase1_levels(phases.SearchConfig(target=0.9, max_width=6))
   for budget in (9, 10, 17, 50, 10_000):
-    config = comb.SearchConfig(target=0.9, max_width=6, phase1_budget=budget)
-    assert comb.phase1_levels(config) == [(p, ts) for p, ts in full if p < budget]
-  assert comb.phase1_levels(comb.SearchConfig(target=0.9, max_width=6, phase1_budget=9)) == []
+    config = phases.SearchConfig(target=0.9, max_width=6, phase1_budget=budget)
+    assert phases.phase1_levels(config) == [(p, ts) for p, ts in full if p < budget]
+  assert phases.phase1_levels(phases.SearchConfig(target=0.9, max_width=6, phase1_budget=9)) == []
 
 
 # --- 2. Phase-1 selection (fabricated results) ----------------------------------
@@ -122,7 +124,7 @@ def test_phase1_picks_smallest_dense_count_by_best_accuracy_over_settings(tmp_pa
       ((1, 1, 2), 0.05): ("ok", 0.89), ((1, 1, 2), 0.1): ("ok", 0.85),  # P=12, just below
       ((2, 1, 1), 0.05): ("ok", 0.10), ((2, 1, 1), 0.1): ("ok", 0.95),  # P=13, reaches at lr 0.1
       ((4, 4, 4), 0.1): ("ok", 0.99), ((1, 2, 3), 0.05): ("ok", 0.97)}))
-  result = comb.Search(comb.SearchConfig(**SMALL1), tmp_path, **quiet()).phase1()
+  result = comb.Search(phases.SearchConfig(**SMALL1), tmp_path, **quiet()).phase1()
   assert result["widths"] == (2, 1, 1)
   assert result["dense_params"] == 13
   assert result["accuracy"] == 0.95
@@ -134,12 +136,12 @@ def test_phase1_picks_smallest_dense_count_by_best_accuracy_over_settings(tmp_pa
       (1, 0.5, 0), (2, 0.89, 0), (1, 0.95, 1)]
   # 64 triples x 2 settings < 256: one batch, every level trained once.
   assert len(trained) == 1 and len(trained[0]) == 128
-  assert len(table) == len(comb.phase1_levels(comb.SearchConfig(**SMALL1)))
+  assert len(table) == len(phases.phase1_levels(phases.SearchConfig(**SMALL1)))
 
 
 def test_phase1_target_reached_with_equality(tmp_path, monkeypatch):
   mock_training(monkeypatch, phase1_outcome({((1, 1, 1), 0.05): ("ok", 0.9)}))
-  result = comb.Search(comb.SearchConfig(**SMALL1), tmp_path, **quiet()).phase1()
+  result = comb.Search(phases.SearchConfig(**SMALL1), tmp_path, **quiet()).phase1()
   assert result["widths"] == (1, 1, 1) and result["accuracy"] == 0.9
 
 
@@ -150,12 +152,12 @@ def test_phase1_target_reached_with_equality(tmp_path, monkeypatch):
     ({(1, 2, 3): 0.93, (1, 3, 2): 0.93, (3, 1, 2): 0.93}, (1, 2, 3)),  # full tie: smallest triple
 ])
 def test_phase1_tie_break_at_equal_dense_count(tmp_path, monkeypatch, accuracies, expected):
-  assert [ts for p, ts in comb.phase1_levels(comb.SearchConfig(**SMALL1)) if p == 20] == [
+  assert [ts for p, ts in phases.phase1_levels(phases.SearchConfig(**SMALL1)) if p == 20] == [
       [(1, 2, 3), (1, 3, 2), (3, 1, 2)]]
   table = {(t, 0.1): ("ok", a) for t, a in accuracies.items()}
   table[((4, 1, 1), 0.1)] = ("ok", 0.99)  # P=21: sparser answers must win regardless
   mock_training(monkeypatch, phase1_outcome(table))
-  result = comb.Search(comb.SearchConfig(**SMALL1), tmp_path, **quiet()).phase1()
+  result = comb.Search(phases.SearchConfig(**SMALL1), tmp_path, **quiet()).phase1()
   assert result["widths"] == expected
   assert result["dense_params"] == 20
   assert result["accuracy"] == accuracies[expected]
@@ -169,7 +171,7 @@ def test_phase1_ignores_diverged_and_failed_runs(tmp_path, monkeypatch):
       ((1, 1, 2), 0.1): ("failed", None), ((1, 1, 2), 0.05): ("ok", 0.2),
       ((1, 2, 1), 0.1): ("diverged", 0.99), ((1, 2, 1), 0.05): ("diverged", 0.98),
       ((2, 1, 1), 0.1): ("ok", 0.95)}))
-  result = comb.Search(comb.SearchConfig(**SMALL1), tmp_path, **quiet()).phase1()
+  result = comb.Search(phases.SearchConfig(**SMALL1), tmp_path, **quiet()).phase1()
   assert result["widths"] == (2, 1, 1) and result["accuracy"] == 0.95
   table = result["levels"]
   assert (table[0]["best_accuracy"], table[0]["reached"]) == (0.3, 0)
@@ -190,11 +192,11 @@ def test_best_by_candidate_keeps_best_ok_run_and_nan_without_one():
 def test_phase1_unreachable_target_gives_no_widths(tmp_path, monkeypatch):
   trained = mock_training(monkeypatch, phase1_outcome({}))
   monkeypatch.setattr(comb, "save_model", _no_engine)
-  config = comb.SearchConfig(**{**SMALL1, "target": 0.999})
+  config = phases.SearchConfig(**{**SMALL1, "target": 0.999})
   result = comb.Search(config, tmp_path, **quiet()).run()
   assert result["phase1"]["widths"] is None
   assert "phase2" not in result and "model_path" not in result
-  levels = comb.phase1_levels(config)
+  levels = phases.phase1_levels(config)
   assert [r["dense_params"] for r in result["phase1"]["levels"]] == [p for p, _ in levels]
   assert all(r["reached"] == 0 for r in result["phase1"]["levels"])
   assert sum(map(len, trained)) == 64 * 2
@@ -204,8 +206,8 @@ def test_phase1_unreachable_target_gives_no_widths(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("exhaustive", [False, True])
 def test_phase1_stops_after_the_first_reaching_level(tmp_path, monkeypatch, exhaustive):
-  config = comb.SearchConfig(**{**SMALL1, "max_width": 8, "exhaustive_phase1": exhaustive})
-  levels = comb.phase1_levels(config)
+  config = phases.SearchConfig(**{**SMALL1, "max_width": 8, "exhaustive_phase1": exhaustive})
+  levels = phases.phase1_levels(config)
   assert len(levels) == 141
   trained = mock_training(monkeypatch, phase1_outcome({
       ((2, 1, 1), 0.1): ("ok", 0.95),        # P=13
@@ -233,7 +235,7 @@ def test_phase1_budget_restricts_the_search(tmp_path, monkeypatch):
   trained = mock_training(monkeypatch, phase1_outcome({
       ((2, 2, 1), 0.1): ("ok", 0.99),   # P=17: excluded by the budget
       ((1, 2, 2), 0.1): ("ok", 0.95)}))  # P=16
-  config = comb.SearchConfig(**{**SMALL1, "phase1_budget": 17})
+  config = phases.SearchConfig(**{**SMALL1, "phase1_budget": 17})
   result = comb.Search(config, tmp_path, **quiet()).phase1()
   assert result["widths"] == (1, 2, 2)
   assert {s.widths for chunk in trained for s in chunk} == {
@@ -242,7 +244,7 @@ def test_phase1_budget_restricts_the_search(tmp_path, monkeypatch):
 
 def test_phase1_widths_given_skips_phase1(tmp_path, monkeypatch):
   trained = mock_training(monkeypatch, lambda spec: ("ok", 0.5))
-  config = comb.SearchConfig(target=0.9, phase1_widths=(2, 2, 2), lrs=(0.1,), schedules=("constant",))
+  config = phases.SearchConfig(target=0.9, phase1_widths=(2, 2, 2), lrs=(0.1,), schedules=("constant",))
   search = comb.Search(config, tmp_path, **quiet())
   assert search.phase1() == {"widths": (2, 2, 2), "given": True, "levels": []}
   assert trained == []
@@ -252,7 +254,7 @@ def test_phase1_widths_given_skips_phase1(tmp_path, monkeypatch):
 
 
 def expected_level_count(widths, level, cap_w2=None):
-  shapes = comb.layer_shapes(widths)
+  shapes = phases.layer_shapes(widths)
   total = 0
   for ns in itertools.product(*(enum.nnz_range(*s) for s in shapes)):
     if sum(ns) == level:
@@ -265,15 +267,15 @@ def expected_level_count(widths, level, cap_w2=None):
 
 @pytest.mark.parametrize("widths", [(3, 3, 2), (2, 2, 2), (1, 2, 3)])
 def test_phase2_levels_and_mask_triples(widths):
-  config = comb.SearchConfig(target=0.9)
+  config = phases.SearchConfig(target=0.9)
   d1, d2, d3 = widths
-  assert comb.layer_shapes(widths) == ((d1, 2), (d2, d1), (d3, d2))
-  levels = comb.phase2_levels(config, widths)
+  assert phases.layer_shapes(widths) == ((d1, 2), (d2, d1), (d3, d2))
+  levels = phases.phase2_levels(config, widths)
   low = max(d1, 2) + max(d2, d1) + max(d3, d2)
   assert levels == list(range(low, 2 * d1 + d1 * d2 + d2 * d3 + 1))
   seen = []
   for level in levels:
-    triples = list(comb.level_mask_triples(config, widths, level))
+    triples = list(phases.level_mask_triples(config, widths, level))
     assert len(triples) == expected_level_count(widths, level) > 0
     for (n1, i1), (n2, i2), (n3, i3) in triples:
       assert n1 + n2 + n3 == level
@@ -285,19 +287,19 @@ def test_phase2_levels_and_mask_triples(widths):
 
 @pytest.mark.parametrize("widths", [(3, 3, 2), (2, 2, 2)])
 def test_network_masks_blocks_biases_classifier_and_connectivity(widths):
-  config = comb.SearchConfig(target=0.9)
+  config = phases.SearchConfig(target=0.9)
   d1, d2, d3 = widths
-  triples = [t for level in comb.phase2_levels(config, widths)
-             for t in comb.level_mask_triples(config, widths, level)]
-  labels = [comb.mask_config_label(t) for t in triples]
+  triples = [t for level in phases.phase2_levels(config, widths)
+             for t in phases.level_mask_triples(config, widths, level)]
+  labels = [phases.mask_config_label(t) for t in triples]
   assert len(set(labels)) == len(labels)
   all_masks = []
   for triple, label in zip(triples, labels):
     assert re.fullmatch(r"\d+:\d+,\d+:\d+,\d+:\d+", label)
     assert triple_of(label) == triple
-    masks = comb.network_masks(widths, triple, 16)
+    masks = phases.network_masks(widths, triple, 16)
     mask_ops.validate_masks(masks, 16)
-    for l, ((rows, cols), (n, i)) in enumerate(zip(comb.layer_shapes(widths), triple)):
+    for l, ((rows, cols), (n, i)) in enumerate(zip(phases.layer_shapes(widths), triple)):
       block = masks[l].weight[:rows, :cols]
       assert np.array_equal(block, enum.mask_from_index(rows, cols, n, i))
       assert block.sum() == n and enum.index_of_mask(block) == i
@@ -317,20 +319,20 @@ def test_network_masks_blocks_biases_classifier_and_connectivity(widths):
 
 
 def test_phase2_specs_fields():
-  config = comb.SearchConfig(target=0.9, lrs=(0.05, 0.1), schedules=("constant", "cosine"))
+  config = phases.SearchConfig(target=0.9, lrs=(0.05, 0.1), schedules=("constant", "cosine"))
   widths = (3, 3, 2)
-  triples = list(comb.level_mask_triples(config, widths, 12))
-  specs = comb.phase2_specs(config, widths, triples)
+  triples = list(phases.level_mask_triples(config, widths, 12))
+  specs = phases.phase2_specs(config, widths, triples)
   assert len(specs) == 4 * len(triples)
   for index, spec in enumerate(specs):
     triple = triples[index // 4]
-    assert spec.mask_config == comb.mask_config_label(triple)
-    assert spec.family == comb.PHASE2 and spec.method == "plain"
+    assert spec.mask_config == phases.mask_config_label(triple)
+    assert spec.family == phases.PHASE2 and spec.method == "plain"
     assert spec.target_nnz == 12 + 2
     assert spec.hidden_widths() == widths and spec.widths is None
     assert mask_ops.occupied_width(spec.masks()) == 3
     assert spec.width == 16 and spec.epochs == config.epochs
-    comb_masks = comb.network_masks(widths, triple, 16)
+    comb_masks = phases.network_masks(widths, triple, 16)
     for a, b in zip(jax.tree.leaves(spec.masks()), jax.tree.leaves(comb_masks)):
       assert np.array_equal(a, b)
   assert [(s.lr, s.schedule) for s in specs[:4]] == list(itertools.product((0.05, 0.1), ("constant", "cosine")))
@@ -338,34 +340,34 @@ def test_phase2_specs_fields():
 
 def test_reference_caps():
   widths = (3, 3, 2)
-  plain = comb.SearchConfig(target=0.995)
-  capped = comb.SearchConfig(target=0.995, reference_caps=True, cap_sum=15, cap_w2=2)
-  for level in comb.phase2_levels(plain, widths):
-    full = list(comb.level_mask_triples(plain, widths, level))
-    kept = list(comb.level_mask_triples(capped, widths, level))
+  plain = phases.SearchConfig(target=0.995)
+  capped = phases.SearchConfig(target=0.995, reference_caps=True, cap_sum=15, cap_w2=2)
+  for level in phases.phase2_levels(plain, widths):
+    full = list(phases.level_mask_triples(plain, widths, level))
+    kept = list(phases.level_mask_triples(capped, widths, level))
     if level >= 15:
       assert kept == []
     else:
       assert kept == [t for t in full if t[1][1] < 2]  # first cap_w2 W2 masks per n2, order kept
       assert len(kept) == expected_level_count(widths, level, cap_w2=2)
   # The default caps (sum < 33, 3 W2 masks): nothing at (3,3,2) reaches 33, W2 capped at 3.
-  default = comb.SearchConfig(target=0.995, reference_caps=True)
-  triples = [t for level in comb.phase2_levels(default, widths)
-             for t in comb.level_mask_triples(default, widths, level)]
+  default = phases.SearchConfig(target=0.995, reference_caps=True)
+  triples = [t for level in phases.phase2_levels(default, widths)
+             for t in phases.level_mask_triples(default, widths, level)]
   assert len(triples) == 8 * sum(min(enum.count_layer_masks(3, 3, n), 3) for n in range(3, 10)) * 13
   assert max(i2 for _, (_, i2), _ in triples) == 2
 
 
 @pytest.mark.parametrize("widths, levels", [((2, 2, 2), None), ((3, 3, 2), (12, 15))])
 def test_canonical_keeps_one_representative_per_relabelling_class(widths, levels):
-  config = comb.SearchConfig(target=0.9, lrs=(0.1,), schedules=("constant",))
+  config = phases.SearchConfig(target=0.9, lrs=(0.1,), schedules=("constant",))
   canonical = dataclasses.replace(config, canonical=True)
-  levels = levels or comb.phase2_levels(config, widths)
+  levels = levels or phases.phase2_levels(config, widths)
   fewer = False
   for level in levels:
-    triples = list(comb.level_mask_triples(config, widths, level))
-    every = comb.phase2_specs(config, widths, triples)
-    kept = comb.phase2_specs(canonical, widths, triples)
+    triples = list(phases.level_mask_triples(config, widths, level))
+    every = phases.phase2_specs(config, widths, triples)
+    kept = phases.phase2_specs(canonical, widths, triples)
     labels = [s.mask_config for s in every]
     kept_labels = [s.mask_config for s in kept]
     # A subsequence of the full list (first representative of each class, order kept).
@@ -373,16 +375,16 @@ def test_canonical_keeps_one_representative_per_relabelling_class(widths, levels
     assert {s.exp_id() for s in kept} <= {s.exp_id() for s in every}
 
     def key(label):
-      masks = comb.network_masks(widths, triple_of(label), 16)
-      return enum.canonical_network(*(masks[l].weight[:rows, :cols]
-                                      for l, (rows, cols) in enumerate(comb.layer_shapes(widths))))
+      masks = phases.network_masks(widths, triple_of(label), 16)
+      return symmetry.canonical_network(*(masks[l].weight[:rows, :cols]
+                                      for l, (rows, cols) in enumerate(phases.layer_shapes(widths))))
     kept_keys = [key(l) for l in kept_labels]
     assert len(set(kept_keys)) == len(kept_keys)  # distinct classes
     assert set(kept_keys) == {key(l) for l in labels}  # every class still represented
     fewer |= len(kept) < len(every)
   assert fewer
   if widths == (2, 2, 2):
-    total = sum(len(comb.phase2_specs(canonical, widths, comb.level_mask_triples(config, widths, lv)))
+    total = sum(len(phases.phase2_specs(canonical, widths, phases.level_mask_triples(config, widths, lv)))
                 for lv in levels)
     assert total < 64
 
@@ -407,7 +409,7 @@ def phase2_setup(monkeypatch, config):
 
 @pytest.mark.parametrize("all_levels", [False, True])
 def test_phase2_stops_at_the_first_reaching_level(tmp_path, monkeypatch, all_levels):
-  config = comb.SearchConfig(**SMALL2, all_levels=all_levels)
+  config = phases.SearchConfig(**SMALL2, all_levels=all_levels)
   trained, labels = phase2_setup(monkeypatch, config)
   assert len(labels.l8) > 2
   result = comb.Search(config, tmp_path, **quiet()).phase2((2, 2, 2))
@@ -433,13 +435,13 @@ def test_phase2_stops_at_the_first_reaching_level(tmp_path, monkeypatch, all_lev
 
 
 def test_run_given_widths_writes_json_and_format_result_prints_levels(tmp_path, monkeypatch):
-  config = comb.SearchConfig(**SMALL2)
+  config = phases.SearchConfig(**SMALL2)
   trained, labels = phase2_setup(monkeypatch, config)
   saved = []
   monkeypatch.setattr(comb, "save_model",
                       lambda cfg, answer, row, workdir: saved.append(answer) or Path(workdir) / "m.npz")
   result = comb.Search(config, tmp_path, **quiet()).run()
-  assert all(s.family == comb.PHASE2 for chunk in trained for s in chunk)
+  assert all(s.family == phases.PHASE2 for chunk in trained for s in chunk)
   assert result["phase1"]["given"] and result["phase2"]["mask_config"] == labels.b
   assert saved == [result["phase2"]] and result["model_path"] == str(tmp_path / "m.npz")
   stored = json.loads((tmp_path / "search.json").read_text())
@@ -459,7 +461,7 @@ def test_run_given_widths_writes_json_and_format_result_prints_levels(tmp_path, 
 
 
 def test_phase2_with_caps_and_no_answer(tmp_path, monkeypatch):
-  config = comb.SearchConfig(**{**SMALL2, "target": 0.999}, reference_caps=True, cap_sum=9,
+  config = phases.SearchConfig(**{**SMALL2, "target": 0.999}, reference_caps=True, cap_sum=9,
                              cap_w2=1)
   trained = mock_training(monkeypatch, lambda spec: ("ok", 0.5))
   monkeypatch.setattr(comb, "save_model", _no_engine)
@@ -483,28 +485,28 @@ def test_run_seed_is_stable():
 
 
 def test_seeds_and_exp_ids_differ_between_specs_and_repeat_exactly():
-  config = comb.SearchConfig(target=0.9, max_width=3, repeats=2)
-  again = comb.SearchConfig(target=0.9, max_width=3, repeats=2)
-  triples = [t for _, ts in comb.phase1_levels(config) for t in ts]
-  p1 = comb.phase1_specs(config, triples)
+  config = phases.SearchConfig(target=0.9, max_width=3, repeats=2)
+  again = phases.SearchConfig(target=0.9, max_width=3, repeats=2)
+  triples = [t for _, ts in phases.phase1_levels(config) for t in ts]
+  p1 = phases.phase1_specs(config, triples)
   assert len(p1) == 27 * 2 * 3 * 2
   widths = (2, 2, 2)
-  masks = [t for lv in comb.phase2_levels(config, widths) for t in comb.level_mask_triples(config, widths, lv)]
-  p2 = comb.phase2_specs(config, widths, masks)
-  p2_other = comb.phase2_specs(config, (2, 2, 3), [((2, 0), (2, 0), (3, 0))])
+  masks = [t for lv in phases.phase2_levels(config, widths) for t in phases.level_mask_triples(config, widths, lv)]
+  p2 = phases.phase2_specs(config, widths, masks)
+  p2_other = phases.phase2_specs(config, (2, 2, 3), [((2, 0), (2, 0), (3, 0))])
   everything = p1 + p2 + p2_other
   assert len({s.seed for s in everything}) == len(everything)
   assert len({s.exp_id() for s in everything}) == len(everything)
   # The same config (a fresh but equal object) gives identical specs: resumable.
-  assert [(s.exp_id(), s.seed) for s in comb.phase1_specs(again, triples)] == [
+  assert [(s.exp_id(), s.seed) for s in phases.phase1_specs(again, triples)] == [
       (s.exp_id(), s.seed) for s in p1]
-  assert [(s.exp_id(), s.seed) for s in comb.phase2_specs(again, widths, masks)] == [
+  assert [(s.exp_id(), s.seed) for s in phases.phase2_specs(again, widths, masks)] == [
       (s.exp_id(), s.seed) for s in p2]
   assert config.fingerprint() == again.fingerprint()
   assert config.fingerprint() != dataclasses.replace(config, target=0.95).fingerprint()
   # Seeds do not depend on the target, so a run means the same thing in any search.
   other = dataclasses.replace(config, target=0.95)
-  assert [s.seed for s in comb.phase1_specs(other, triples)] == [s.seed for s in p1]
+  assert [s.seed for s in phases.phase1_specs(other, triples)] == [s.seed for s in p1]
 
 
 # --- 6. End-to-end tiny search ------------------------------------------------------
@@ -513,7 +515,7 @@ def test_seeds_and_exp_ids_differ_between_specs_and_repeat_exactly():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("tiny")
-  config = comb.SearchConfig(**TINY)
+  config = phases.SearchConfig(**TINY)
   logs = []
   result = comb.Search(config, workdir, **quiet(log=logs.append)).run()
   return SimpleNamespace(config=config, workdir=workdir, result=result, logs=logs)
@@ -533,7 +535,7 @@ def test_tiny_search_end_to_end(tiny):
   assert all(r["status"] == "ok" for r in rows)
 
   # Phase 1 recomputed from the store: smallest P among triples reaching the target.
-  p1 = [r for r in rows if r["family"] == comb.PHASE1]
+  p1 = [r for r in rows if r["family"] == phases.PHASE1]
   assert sorted((r["d1"], r["d2"], r["d3"]) for r in p1) == list(itertools.product((1, 2), repeat=3))
   best = {(r["d1"], r["d2"], r["d3"]): r["accuracy"] for r in p1}
   reached = [t for t, a in best.items() if a >= config.target]
@@ -543,9 +545,9 @@ def test_tiny_search_end_to_end(tiny):
   widths = tuple(phase1["widths"])
 
   # Phase 2: levels ascending, stopped at the first reaching one; nnz as in §B.4.
-  p2 = [r for r in rows if r["family"] == comb.PHASE2]
+  p2 = [r for r in rows if r["family"] == phases.PHASE2]
   levels = [r["hidden_nnz"] for r in phase2["levels"]]
-  assert levels == sorted(levels) and levels[0] == comb.phase2_levels(config, widths)[0]
+  assert levels == sorted(levels) and levels[0] == phases.phase2_levels(config, widths)[0]
   assert [r["reached"] for r in phase2["levels"]][:-1] == [0] * (len(levels) - 1)
   assert phase2["levels"][-1]["reached"] >= 1
   assert len(p2) == sum(r["runs"] for r in phase2["levels"])
@@ -571,7 +573,7 @@ def test_tiny_search_end_to_end(tiny):
   path = Path(result["model_path"])
   assert path == workdir / "sparsest_0.5.npz" and path.is_file()
   triple = triple_of(phase2["mask_config"])
-  masks = comb.network_masks(widths, triple, 16)
+  masks = phases.network_masks(widths, triple, 16)
   with np.load(path) as saved:
     shapes = [s for pair in mlp.layer_shapes(16) for s in pair]
     for prefix in ("init", "trained", "mask"):
@@ -600,7 +602,7 @@ def test_tiny_search_end_to_end(tiny):
 
   # The winner's spec, rebuilt as the search built it, trained in a chunk with
   # other runs: bitwise the same weights as the stored ones (chunk independence).
-  spec = next(s for s in comb.phase2_specs(config, widths, [triple]) if s.exp_id() == winner["exp_id"])
+  spec = next(s for s in phases.phase2_specs(config, widths, [triple]) if s.exp_id() == winner["exp_id"])
   others = [dataclasses.replace(spec, seed=spec.seed + k) for k in (1, 2, 3)]
   captured = {}
 
@@ -648,7 +650,7 @@ def test_tiny_search_resumes_without_training(tiny, monkeypatch):
 
 
 def test_sharded_search_matches_unsharded(tiny, tmp_path):
-  config = comb.SearchConfig(**TINY)
+  config = phases.SearchConfig(**TINY)
   results, errors = {}, []
 
   def shard(index):
@@ -697,9 +699,9 @@ def test_sharded_search_matches_unsharded(tiny, tmp_path):
 
 
 def test_barrier_waits_for_a_shard_store_that_is_being_created(tmp_path):
-  config = comb.SearchConfig(**TINY)
+  config = phases.SearchConfig(**TINY)
   search = comb.Search(config, tmp_path, shard_index=0, num_shards=2, **quiet(poll_seconds=0.01))
-  specs = comb.phase1_specs(config, [(1, 1, 1), (1, 1, 2)])
+  specs = phases.phase1_specs(config, [(1, 1, 1), (1, 1, 2)])
   with store_ops.ResultStore(store_ops.store_path(tmp_path, 0, 2), search.name,
                              config.fingerprint()) as own:
     own.commit_rows([fake_row(s, "ok", 0.5) for s in specs])
@@ -761,7 +763,7 @@ def test_bad_input_is_one_line_value_error_before_training(tmp_path, monkeypatch
     fields["init"] = bad_init_file(tmp_path)
   workdir = tmp_path / "work"
   with pytest.raises(ValueError, match=match) as info:
-    comb.Search(comb.SearchConfig(**{"target": 0.9, **fields}), workdir,
+    comb.Search(phases.SearchConfig(**{"target": 0.9, **fields}), workdir,
                 shard_index=shard_index, num_shards=num_shards, **quiet())
   assert "\n" not in str(info.value)
   assert not workdir.exists()
@@ -772,7 +774,7 @@ def test_empty_settings_are_one_line_value_errors(tmp_path, monkeypatch, fields)
   monkeypatch.setattr(comb.engine, "run", lambda specs, *a, **k: SimpleNamespace(close=lambda: None))
   monkeypatch.setattr(comb.Search, "_rows_for", lambda self, specs: [])
   try:
-    comb.Search(comb.SearchConfig(target=0.9, max_width=1, **fields), tmp_path / "w", **quiet()).run()
+    comb.Search(phases.SearchConfig(target=0.9, max_width=1, **fields), tmp_path / "w", **quiet()).run()
   except ValueError as error:
     assert "\n" not in str(error)
     return
@@ -835,13 +837,13 @@ def test_phase1_fallback_moves_to_the_next_reaching_triple(tmp_path, monkeypatch
   """(1,1,2) reaches the target in phase 1 but no mask inside it does in phase 2;
   (2,1,1) reaches it at a higher dense count and has a mask that does."""
   def outcome(spec):
-    if spec.family == comb.PHASE1:
+    if spec.family == phases.PHASE1:
       return ("ok", 0.95) if tuple(spec.widths) in ((1, 1, 2), (2, 1, 1)) else ("ok", 0.5)
     return ("ok", 0.95) if spec.hidden_widths() == (2, 1, 1) else ("ok", 0.6)
 
   trained = mock_training(monkeypatch, outcome)
   monkeypatch.setattr(comb, "save_model", lambda *a, **k: Path(tmp_path) / "m.npz")
-  config = comb.SearchConfig(target=0.9, max_width=2, lrs=(0.1,), schedules=("constant",),
+  config = phases.SearchConfig(target=0.9, max_width=2, lrs=(0.1,), schedules=("constant",),
                              phase1_fallback=fallback)
   assert config.fingerprint() == dataclasses.replace(config, phase1_fallback=not fallback).fingerprint()
   result = comb.Search(config, tmp_path, **quiet()).run()

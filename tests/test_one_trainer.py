@@ -22,6 +22,7 @@ import pytest
 from cubist import engine, store as store_ops
 from cubist.specs import ExperimentSpec
 from search import combinatorial as comb
+from search import phases
 from search.pruning import registry
 
 FIXTURE = Path(__file__).parent / "data" / "pre_v2_runs.json"
@@ -32,7 +33,7 @@ def _spec(recorded: dict) -> ExperimentSpec:
   fields = dict(recorded)
   triple, widths = fields.pop("mask_triple", None), fields.pop("mask_widths", None)
   if triple is not None:
-    fields["mask"] = comb.network_masks(tuple(widths), tuple(map(tuple, triple)), 16)
+    fields["mask"] = phases.network_masks(tuple(widths), tuple(map(tuple, triple)), 16)
   if fields.get("widths") is not None:
     fields["widths"] = tuple(fields["widths"])
   if "init" in fields:

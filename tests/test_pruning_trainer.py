@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cubist import data, mlp, train
+from cubist import data, layouts, mlp, train
 from cubist.method import Hyper, Method, MethodStatic, RunState
 from cubist.mlp import Layer
 
@@ -153,7 +153,7 @@ def _toy_aux_method():
 
   def loss(params, aux, masks, batch_x, batch_y, key, step, hyper, static):
     logits = mlp.apply(params, batch_x)
-    return train.bce_with_logits(logits, batch_y).mean() + (aux - 1.0) ** 2
+    return layouts.bce_with_logits(logits, batch_y).mean() + (aux - 1.0) ** 2
 
   def finalize(params, aux, masks, hyper, static):
     # Drop W4 entirely when aux has moved towards 1 (it must have).

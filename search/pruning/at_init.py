@@ -49,7 +49,7 @@ import numpy as np
 from cubist import masks as mask_ops
 from cubist import order
 from cubist.mlp import Layer, Params, apply
-from cubist.train import bce_with_logits
+from cubist.layouts import bce_with_logits
 from search.pruning import select
 from cubist.method import COUNT_MODES, Hyper, Method, MethodStatic
 

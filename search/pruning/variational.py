@@ -80,8 +80,8 @@ import numpy as np
 from cubist import data
 from cubist import masks as mask_ops
 from cubist.mlp import Layer, Params
-from cubist import train as train_ops
-from cubist.train import bce_with_logits
+from cubist import layouts
+from cubist.layouts import bce_with_logits
 from cubist.method import Hyper, Method, MethodStatic
 
 EPSILON = 1e-8  # SoS common.EPSILON: inside log(theta^2 + eps) and sqrt(var + eps)
@@ -141,7 +141,7 @@ def per_unit_uniform(key: jax.Array, layer_index: int, shape: tuple[int, int]) -
 
 
 # hidden (B, out) + bias (out,) whose bias gradient is the trainer's fixed-order sum over B.
-_add_bias = train_ops.add_bias
+_add_bias = layouts.add_bias
 
 
 def deterministic_logits(weights, params: Params, masks: Params, x: jax.Array) -> jax.Array:

@@ -1,4 +1,5 @@
-"""Tests of the per-layer mask enumeration and canonical forms (search/enumerate.py, METHODS §D.3-D.4)."""
+"""Tests of the per-layer mask enumeration (search/enumeration.py) and canonical forms
+(search/symmetry.py), METHODS §D.3-D.4."""
 
 import itertools
 import math
@@ -7,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-import search.enumerate as enumerate_module
-from search.enumerate import (all_layer_masks, canonical_layer, canonical_network, count_layer_masks,
-                              index_of_mask, layer_masks, mask_from_index, network_representatives,
-                              nnz_range)
+import search.enumeration as enumerate_module
+from search.enumeration import (all_layer_masks, count_layer_masks, index_of_mask, layer_masks,
+                                mask_from_index, nnz_range)
+from search.symmetry import canonical_layer, canonical_network, network_representatives
 
 # METHODS §D.3, per-layer counts table: shape (rows, cols) -> {nnz: count}.
 COUNTS_TABLE = {
