@@ -32,8 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cubist import data, mlp, schedules, specs as spec_ops, store as store_ops, train
+from cubist import data, mlp, schedules, train
 from cubist import masks as mask_ops
+from cubist import specs as spec_ops
+from cubist import store as store_ops
 from cubist.method import Hyper, Method, MethodStatic, plain_only
 from cubist.specs import ExperimentSpec, MethodLookup
 
@@ -47,6 +49,7 @@ class ChunkPlan:
   memory_budget_bytes: caps the chunk so its per-epoch data orders and
     activations fit (about 0.25 MB per experiment per epoch order).
   """
+
   unit_max_width: int = 4
   chunk_sizes: tuple[tuple[int, int], ...] = ((4, 256), (6, 128), (8, 512), (10_000, 128))
   memory_budget_bytes: int = 2 << 30
@@ -68,6 +71,7 @@ class BucketKey:
   method: the Method (None for fixed-mask training, whatever its name);
   method_static: its MethodStatic (None for fixed-mask training).
   """
+
   width: int
   epochs: int
   batch_size: int
@@ -77,16 +81,29 @@ class BucketKey:
   method_static: MethodStatic | None = None
 
   def sort_key(self) -> tuple:
-    return (self.method.name if self.method else "", self.width, self.epochs, self.batch_size,
-            self.shared_order, self.data_order, repr(self.method_static))
+    return (
+      self.method.name if self.method else "",
+      self.width,
+      self.epochs,
+      self.batch_size,
+      self.shared_order,
+      self.data_order,
+      repr(self.method_static),
+    )
 
 
 def bucket_key(spec: ExperimentSpec, methods: MethodLookup = plain_only) -> BucketKey:
   method = methods(spec.method)
   plain = method.is_plain
-  return BucketKey(mask_ops.occupied_width(spec.masks()), spec.epochs, spec.batch_size,
-                   spec.shared_order, spec.data_order, None if plain else method,
-                   None if plain else spec.method_static())
+  return BucketKey(
+    mask_ops.occupied_width(spec.masks()),
+    spec.epochs,
+    spec.batch_size,
+    spec.shared_order,
+    spec.data_order,
+    None if plain else method,
+    None if plain else spec.method_static(),
+  )
 
 
 def train_static(key: BucketKey, plan: "ChunkPlan") -> train.TrainStatic:
@@ -94,9 +111,14 @@ def train_static(key: BucketKey, plan: "ChunkPlan") -> train.TrainStatic:
   formulation = plan.formulation(key.width)
   if key.method is not None and formulation not in key.method.layouts:
     formulation = "dot"
-  return train.TrainStatic(width=key.width, epochs=key.epochs, batch_size=key.batch_size,
-                           shared_order=key.shared_order, order=key.data_order,
-                           formulation=formulation)
+  return train.TrainStatic(
+    width=key.width,
+    epochs=key.epochs,
+    batch_size=key.batch_size,
+    shared_order=key.shared_order,
+    order=key.data_order,
+    formulation=formulation,
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,12 +153,17 @@ def host_counts(spec: ExperimentSpec, method: Method, static: MethodStatic) -> n
   target = spec.target_nnz if spec.target_nnz is not None else 0  # VD, L0 have none
   if method.host_counts is None or spec.target_nnz is None:
     return np.array([target], np.int32)
-  return np.asarray(method.host_counts(spec.target_nnz, spec.num_weights(), static),
-                    np.int32).reshape(-1)
+  return np.asarray(
+    method.host_counts(spec.target_nnz, spec.num_weights(), static), np.int32
+  ).reshape(-1)
 
 
-def chunk_inputs(specs: list[ExperimentSpec], padded_width: int, method: Method | None = None,
-                 method_static: MethodStatic | None = None) -> train.TrainInputs:
+def chunk_inputs(
+  specs: list[ExperimentSpec],
+  padded_width: int,
+  method: Method | None = None,
+  method_static: MethodStatic | None = None,
+) -> train.TrainInputs:
   """Host-side TrainInputs for a chunk (leading axis = len(specs)).
 
   With a (non-plain) method, its keys and Hyper are added.
@@ -144,18 +171,23 @@ def chunk_inputs(specs: list[ExperimentSpec], padded_width: int, method: Method 
   keys = np.stack([np.asarray(spec_ops.run_keys(spec.seed)[1]) for spec in specs])
   lr = np.array([spec.lr for spec in specs], np.float32)
   schedule = np.array([schedules.schedule_id(spec.schedule) for spec in specs], np.int32)
-  masks = jax.tree.map(lambda *arrays: np.stack(arrays),
-                       *[mlp.slice_params(spec.masks(), padded_width) for spec in specs])
+  masks = jax.tree.map(
+    lambda *arrays: np.stack(arrays),
+    *[mlp.slice_params(spec.masks(), padded_width) for spec in specs],
+  )
   inputs = train.TrainInputs(keys, lr, schedule, initial_params(specs, padded_width), masks)
   if method is None or method.is_plain:
     return inputs
   counts = [host_counts(spec, method, method_static) for spec in specs]
   length = max(len(c) for c in counts)
-  hyper = Hyper(target_nnz=np.array([spec.target_nnz or 0 for spec in specs], np.int32), lr=lr,
-                strength=np.array([spec.strength for spec in specs], np.float32),
-                threshold=np.array([spec.threshold for spec in specs], np.float32),
-                counts=np.stack([np.pad(c, (0, length - len(c)), mode="edge") for c in counts]),
-                num_weights=np.array([spec.num_weights() for spec in specs], np.int32))
+  hyper = Hyper(
+    target_nnz=np.array([spec.target_nnz or 0 for spec in specs], np.int32),
+    lr=lr,
+    strength=np.array([spec.strength for spec in specs], np.float32),
+    threshold=np.array([spec.threshold for spec in specs], np.float32),
+    counts=np.stack([np.pad(c, (0, length - len(c)), mode="edge") for c in counts]),
+    num_weights=np.array([spec.num_weights() for spec in specs], np.int32),
+  )
   method_keys = np.stack([np.asarray(spec_ops.method_key(spec.seed)) for spec in specs])
   return inputs._replace(method_key=method_keys, hyper=hyper)
 
@@ -163,14 +195,17 @@ def chunk_inputs(specs: list[ExperimentSpec], padded_width: int, method: Method 
 @jax.jit
 def _metrics(params):
   counts = jax.vmap(mask_ops.connectivity)(params)
-  return {"weight_nnz": jax.vmap(mask_ops.weight_nnz)(params),
-          "model_nnz": jax.vmap(mask_ops.model_nnz)(params),
-          "effective_weight_nnz": counts["effective_weight_nnz"],
-          "dead_units": counts["dead_units"]}
+  return {
+    "weight_nnz": jax.vmap(mask_ops.weight_nnz)(params),
+    "model_nnz": jax.vmap(mask_ops.model_nnz)(params),
+    "effective_weight_nnz": counts["effective_weight_nnz"],
+    "dead_units": counts["dead_units"],
+  }
 
 
-def result_rows(chunk: list[ExperimentSpec], result: train.TrainResult, seconds_per_run: float,
-                layout: str) -> list[dict]:
+def result_rows(
+  chunk: list[ExperimentSpec], result: train.TrainResult, seconds_per_run: float, layout: str
+) -> list[dict]:
   """Store rows for the real (unpadded) experiments of a chunk.
 
   Each row holds the spec (JSON), its final masks and its trained parameters
@@ -180,8 +215,12 @@ def result_rows(chunk: list[ExperimentSpec], result: train.TrainResult, seconds_
   count = len(chunk)
   result = jax.device_get(jax.tree.map(lambda a: a[:count], result))
   metrics = _metrics(result.params)
-  finite = np.all(np.stack([np.all(np.isfinite(a).reshape(count, -1), axis=1)
-                            for a in jax.tree.leaves(result.params)]), axis=0)
+  finite = np.all(
+    np.stack(
+      [np.all(np.isfinite(a).reshape(count, -1), axis=1) for a in jax.tree.leaves(result.params)]
+    ),
+    axis=0,
+  )
   finite &= np.isfinite(result.loss)
   rows = []
   for i, spec in enumerate(chunk):
@@ -192,21 +231,49 @@ def result_rows(chunk: list[ExperimentSpec], result: train.TrainResult, seconds_
     status = "failed" if result.failed[i] else "ok" if finite[i] else "diverged"
     counted = status != "diverged"
     d1, d2, d3 = spec.hidden_widths()
-    rows.append(dict(
-      exp_id=spec.exp_id(), spec=spec.to_json(), family=spec.family, method=spec.method,
-      repeat=spec.repeat, width=spec.width, d1=d1, d2=d2, d3=d3, seed=spec.seed, lr=spec.lr,
-      schedule=spec.schedule, epochs=spec.epochs, batch_size=spec.batch_size,
-      init=spec_ops.init_label(spec.init), init_id=spec.init_id(),
-      shared_order=spec.shared_order, data_order=spec.data_order, target_nnz=spec.target_nnz,
-      mask_config=spec.mask_config, source_id=spec.source_id, source_method=spec.source_method,
-      count_mode=spec.count_mode, strength=spec.strength, threshold=spec.threshold,
-      method_options=[list(pair) for pair in spec.method_options] or None, status=status,
-      accuracy=float(result.accuracy[i]), loss=float(result.loss[i]) if finite[i] else None,
-      **{name: int(metrics[name][i]) if counted else None
-         for name in ("weight_nnz", "model_nnz", "effective_weight_nnz", "dead_units")},
-      mask=blob, mask_shape=shapes,
-      params=mlp.pack_params(mlp.slice_params(params, params_width)),
-      params_width=params_width, layout=layout, seconds=seconds_per_run))
+    rows.append(
+      dict(
+        exp_id=spec.exp_id(),
+        spec=spec.to_json(),
+        family=spec.family,
+        method=spec.method,
+        repeat=spec.repeat,
+        width=spec.width,
+        d1=d1,
+        d2=d2,
+        d3=d3,
+        seed=spec.seed,
+        lr=spec.lr,
+        schedule=spec.schedule,
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        init=spec_ops.init_label(spec.init),
+        init_id=spec.init_id(),
+        shared_order=spec.shared_order,
+        data_order=spec.data_order,
+        target_nnz=spec.target_nnz,
+        mask_config=spec.mask_config,
+        source_id=spec.source_id,
+        source_method=spec.source_method,
+        count_mode=spec.count_mode,
+        strength=spec.strength,
+        threshold=spec.threshold,
+        method_options=[list(pair) for pair in spec.method_options] or None,
+        status=status,
+        accuracy=float(result.accuracy[i]),
+        loss=float(result.loss[i]) if finite[i] else None,
+        **{
+          name: int(metrics[name][i]) if counted else None
+          for name in ("weight_nnz", "model_nnz", "effective_weight_nnz", "dead_units")
+        },
+        mask=blob,
+        mask_shape=shapes,
+        params=mlp.pack_params(mlp.slice_params(params, params_width)),
+        params_width=params_width,
+        layout=layout,
+        seconds=seconds_per_run,
+      )
+    )
   return rows
 
 
@@ -227,8 +294,10 @@ class Progress:
     remaining = (self.total - self.done) / rate if rate > 0 else float("nan")
     eta = time.strftime("%H:%M:%S", time.gmtime(remaining)) if np.isfinite(remaining) else "?"
     end = "\r" if getattr(self.stream, "isatty", lambda: False)() else "\n"
-    self.stream.write(f"{self.label}{self.done}/{self.total} experiments | {rate:.1f} runs/s"
-                      f" | ETA {eta} {note}{end}")
+    self.stream.write(
+      f"{self.label}{self.done}/{self.total} experiments | {rate:.1f} runs/s"
+      f" | ETA {eta} {note}{end}"
+    )
     self.stream.flush()
 
   def close(self) -> None:
@@ -237,8 +306,9 @@ class Progress:
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_train(static: train.TrainStatic, method: Method | None,
-                  method_static: MethodStatic | None, mesh):
+def _cached_train(
+  static: train.TrainStatic, method: Method | None, method_static: MethodStatic | None, mesh
+):
   """One jitted trainer per (static, method, settings, mesh), reused across `run` calls.
 
   jit caches compiled programs per function object, so keeping the object
@@ -265,12 +335,20 @@ def select_shard(specs, shard_index: int, num_shards: int):
   return [s for s in specs if int(s.exp_id(), 16) % num_shards == shard_index]
 
 
-def run(specs: list[ExperimentSpec], workdir, sweep_name: str = "sweep",
-        fingerprint: str | None = None, plan: ChunkPlan = ChunkPlan(),
-        shard_index: int = 0, num_shards: int = 1, devices=None,
-        progress_stream=None, on_chunk: Callable | None = None,
-        trace_guard: Callable | None = None,
-        methods: MethodLookup = plain_only) -> store_ops.StoreReader:
+def run(
+  specs: list[ExperimentSpec],
+  workdir,
+  sweep_name: str = "sweep",
+  fingerprint: str | None = None,
+  plan: ChunkPlan = ChunkPlan(),
+  shard_index: int = 0,
+  num_shards: int = 1,
+  devices=None,
+  progress_stream=None,
+  on_chunk: Callable | None = None,
+  trace_guard: Callable | None = None,
+  methods: MethodLookup = plain_only,
+) -> store_ops.StoreReader:
   """Train every spec not yet in the workdir's store; return the store opened for reading.
 
   methods: name -> cubist.method.Method for the specs' methods (default: only
@@ -311,11 +389,13 @@ def _train_into(results, specs, plan, devices, progress_stream, on_chunk, trace_
       train_fn = _make_train(static, key.method, key.method_static, mesh, trace_guard)
     # Small buckets get the next power of two (at least the device count), so
     # the number of distinct chunk shapes, hence compilations, stays small.
-    size = min(plan.chunk_size(key.width, len(devices)),
-               max(len(devices), 1 << (len(bucket) - 1).bit_length()))
+    size = min(
+      plan.chunk_size(key.width, len(devices)),
+      max(len(devices), 1 << (len(bucket) - 1).bit_length()),
+    )
     size = -(-size // len(devices)) * len(devices)
     for start in range(0, len(bucket), size):
-      chunk = bucket[start:start + size]
+      chunk = bucket[start : start + size]
       padded = chunk + [chunk[-1]] * (size - len(chunk))
       inputs = chunk_inputs(padded, key.width, key.method, key.method_static)
       began = time.perf_counter()

@@ -36,8 +36,8 @@ def pairwise_sum(values: jax.Array, axis: int) -> jax.Array:
   values = jnp.moveaxis(values, axis, 0)
   while values.shape[0] > 1:
     half = values.shape[0] // 2
-    summed = values[:half] + values[half:2 * half]
-    values = jnp.concatenate([summed, values[2 * half:]]) if values.shape[0] % 2 else summed
+    summed = values[:half] + values[half : 2 * half]
+    values = jnp.concatenate([summed, values[2 * half :]]) if values.shape[0] % 2 else summed
   return values[0]
 
 
@@ -47,8 +47,9 @@ def add_bias(hidden: jax.Array, bias: jax.Array) -> jax.Array:
   return hidden + bias
 
 
-add_bias.defvjp(lambda hidden, bias: (hidden + bias, None),
-                 lambda _, grad: (grad, pairwise_sum(grad, axis=0)))
+add_bias.defvjp(
+  lambda hidden, bias: (hidden + bias, None), lambda _, grad: (grad, pairwise_sum(grad, axis=0))
+)
 
 
 def apply_one(params: Params, inputs: jax.Array) -> jax.Array:
@@ -68,8 +69,10 @@ def logits_dot(params: Params, inputs: jax.Array) -> jax.Array:
 def logits_unit(params: Params, inputs: jax.Array) -> jax.Array:
   hidden = list(inputs)  # one (B, E) array per unit
   for index, layer in enumerate(params):
-    pre = [sum(h * layer.weight[j, i] for i, h in enumerate(hidden)) + layer.bias[j]
-           for j in range(layer.weight.shape[0])]
+    pre = [
+      sum(h * layer.weight[j, i] for i, h in enumerate(hidden)) + layer.bias[j]
+      for j in range(layer.weight.shape[0])
+    ]
     hidden = pre if index == len(params) - 1 else [jax.nn.relu(p) for p in pre]
   return hidden[0]
 
@@ -163,8 +166,10 @@ def evaluate(params: Params, x: jax.Array, y: jax.Array, formulation: str, eval_
       axis = 0
     correct = ((logits > 0).astype(jnp.float32) == labels).astype(jnp.float32)
     loss = bce_with_logits(logits, labels)
-    return (totals[0] + pairwise_sum(correct * weight, axis=axis),
-            totals[1] + pairwise_sum(loss * weight, axis=axis)), None
+    return (
+      totals[0] + pairwise_sum(correct * weight, axis=axis),
+      totals[1] + pairwise_sum(loss * weight, axis=axis),
+    ), None
 
   experiments = jax.tree.leaves(params)[0].shape[0 if formulation == "dot" else -1]
   zeros = jnp.zeros((experiments,), jnp.float32)

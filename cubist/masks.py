@@ -27,7 +27,8 @@ def structured_masks(widths: tuple[int, int, int], full_width: int) -> Params:
   d1, d2, d3 = widths
   masks = []
   for (weight_shape, bias_shape), (rows, cols) in zip(
-      layer_shapes(full_width), ((d1, INPUT_DIM), (d2, d1), (d3, d2), (1, d3))):
+    layer_shapes(full_width), ((d1, INPUT_DIM), (d2, d1), (d3, d2), (1, d3))
+  ):
     weight = np.zeros(weight_shape, bool)
     weight[:rows, :cols] = True
     bias = np.zeros(bias_shape, bool)
@@ -69,16 +70,20 @@ def validate_masks(masks: Params, full_width: int) -> None:
   if len(masks) != 4:
     raise ValueError(f"masks must have 4 layers, got {len(masks)}")
   for index, (layer, (weight_shape, bias_shape)) in enumerate(
-      zip(masks, layer_shapes(full_width)), start=1):
-    for kind, array, shape in (("weight", layer.weight, weight_shape),
-                               ("bias", layer.bias, bias_shape)):
+    zip(masks, layer_shapes(full_width)), start=1
+  ):
+    for kind, array, shape in (
+      ("weight", layer.weight, weight_shape),
+      ("bias", layer.bias, bias_shape),
+    ):
       array = np.asarray(array)
       if array.dtype != np.bool_:
         raise ValueError(f"mask layer{index}_{kind} has dtype {array.dtype}, expected bool")
       if array.shape != shape:
         raise ValueError(
-            f"mask layer{index}_{kind} has shape {array.shape}, expected {shape} "
-            f"for width {full_width}")
+          f"mask layer{index}_{kind} has shape {array.shape}, expected {shape} "
+          f"for width {full_width}"
+        )
 
 
 def weight_nnz(params: Params) -> jax.Array:
@@ -116,17 +121,22 @@ def connectivity(params: Params) -> dict[str, jax.Array]:
   for edge in reversed(edges):
     backward.insert(0, jnp.any(edge & backward[0][..., :, None], axis=-2))
   effective = sum(
-      jnp.count_nonzero(edge & forward[l][..., None, :] & backward[l + 1][..., :, None],
-                        axis=(-2, -1))
-      for l, edge in enumerate(edges))
+    jnp.count_nonzero(
+      edge & forward[l][..., None, :] & backward[l + 1][..., :, None], axis=(-2, -1)
+    )
+    for l, edge in enumerate(edges)
+  )
   live_units = [forward[l] & backward[l] for l in range(1, 4)]
   # A dead unit only matters if the layer slot exists; padded units are always
   # unreachable, so count dead units among units that carry any weight or bias.
   present = used_units(params)
   dead = sum(jnp.count_nonzero(p & ~live, axis=-1) for p, live in zip(present, live_units))
   nnz = weight_nnz(params)
-  return {"effective_weight_nnz": effective, "disconnected_weight_nnz": nnz - effective,
-          "dead_units": dead}
+  return {
+    "effective_weight_nnz": effective,
+    "disconnected_weight_nnz": nnz - effective,
+    "dead_units": dead,
+  }
 
 
 def pack_masks(masks: Params) -> tuple[bytes, str]:
@@ -146,7 +156,7 @@ def unpack_masks(blob: bytes, shapes_json: str) -> Params:
   flat = np.unpackbits(np.frombuffer(blob, np.uint8), count=sum(sizes)).astype(bool)
   arrays, offset = [], 0
   for shape, size in zip(shapes, sizes):
-    arrays.append(flat[offset:offset + size].reshape(shape))
+    arrays.append(flat[offset : offset + size].reshape(shape))
     offset += size
   return tuple(Layer(arrays[2 * i], arrays[2 * i + 1]) for i in range(len(arrays) // 2))
 
@@ -160,8 +170,9 @@ def used_units(masks: Params) -> list:
   `connectivity`'s question.)
   """
   present = [(layer.weight != 0, layer.bias != 0) for layer in masks]
-  return [present[l][0].any(axis=-1) | present[l + 1][0].any(axis=-2) | present[l][1]
-          for l in range(3)]
+  return [
+    present[l][0].any(axis=-1) | present[l + 1][0].any(axis=-2) | present[l][1] for l in range(3)
+  ]
 
 
 def occupied_width(masks: Params) -> int:
@@ -171,8 +182,9 @@ def occupied_width(masks: Params) -> int:
   they are inert and removing them changes no computation.
   """
   used = 0
-  for unit_used in used_units(tuple(Layer(np.asarray(l.weight), np.asarray(l.bias))
-                                    for l in masks)):
+  for unit_used in used_units(
+    tuple(Layer(np.asarray(l.weight), np.asarray(l.bias)) for l in masks)
+  ):
     while unit_used.ndim > 1:
       unit_used = np.any(unit_used, axis=0)
     indices = np.flatnonzero(unit_used)

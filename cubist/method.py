@@ -74,6 +74,7 @@ class Hyper(NamedTuple):
     differently). E.g. IMP: K_k for its 201 events; SynFlow: P_i for its 100 iterations.
   num_weights: int32 N, the number of weights of the run's starting mask.
   """
+
   target_nnz: jax.Array
   lr: jax.Array
   strength: jax.Array
@@ -88,6 +89,7 @@ class RunState(NamedTuple):
   params: masked weights and biases; masks: bool, the same structure;
   momentum: the SGD momentum buffer (PyTorch's `momentum_buffer`), same structure.
   """
+
   params: Params
   masks: Params
   momentum: Params
@@ -111,6 +113,7 @@ class MethodStatic:
   ramp_begin, ramp_end: fractions of training over which the VD/L0 regulariser
     weight ramps linearly from 0 to its strength (§F.3).
   """
+
   count_mode: str = "reference"
   random_init: bool = True
   epochs: int = 50
@@ -131,8 +134,15 @@ class MethodStatic:
 
 
 # MethodStatic fields a spec's `method_options` may set; the rest follow from the spec.
-SETTABLE_OPTIONS = ("clean", "sos_begin", "sos_end", "sos_freq", "sos_scope", "ramp_begin",
-                    "ramp_end")
+SETTABLE_OPTIONS = (
+  "clean",
+  "sos_begin",
+  "sos_end",
+  "sos_freq",
+  "sos_scope",
+  "ramp_begin",
+  "ramp_end",
+)
 
 
 def _no_steps(static: MethodStatic) -> np.ndarray:
@@ -146,6 +156,7 @@ class Method:
   uses_strength: the method's sparsity comes from `Hyper.strength` rather than
     a target count (VD, L0), so its specs need no `target_nnz`.
   """
+
   name: str
   at_init: Callable | None = None
   pre_event: Callable | None = None
@@ -165,9 +176,22 @@ class Method:
   @property
   def is_plain(self) -> bool:
     """No hooks: fixed-mask training, whatever the name."""
-    return all(getattr(self, hook) is None for hook in (
-        "at_init", "pre_event", "grad_event", "round_end", "aux_init", "loss", "finalize",
-        "failed")) and self.rounds == 1
+    return (
+      all(
+        getattr(self, hook) is None
+        for hook in (
+          "at_init",
+          "pre_event",
+          "grad_event",
+          "round_end",
+          "aux_init",
+          "loss",
+          "finalize",
+          "failed",
+        )
+      )
+      and self.rounds == 1
+    )
 
   @property
   def layouts(self) -> tuple[str, ...]:
@@ -177,15 +201,20 @@ class Method:
   @property
   def mask_fixed_after_init(self) -> bool:
     """Its mask never changes once training starts (at-init methods, plain training)."""
-    return (self.pre_event is None and self.grad_event is None and self.rounds == 1
-            and self.finalize is None)
+    return (
+      self.pre_event is None
+      and self.grad_event is None
+      and self.rounds == 1
+      and self.finalize is None
+    )
 
 
 PLAIN_METHOD = Method(PLAIN, description="fixed-mask training (the mask is the spec's)")
 
 
-def event_schedule(method: Method, static: MethodStatic,
-                   epochs: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+def event_schedule(
+  method: Method, static: MethodStatic, epochs: int | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
   """Host-side bool (epochs, batches) schedules of the pre- and grad-events, or None.
 
   None when the method has no events. epochs: keep only the first `epochs`
@@ -203,8 +232,10 @@ def plain_only(name: str) -> Method:
   """The method lookup of a caller that brings no registry: only fixed-mask training."""
   if name == PLAIN:
     return PLAIN_METHOD
-  raise ValueError(f"unknown method {name!r}: only {PLAIN!r} is built in; pass a method "
-                   "lookup, e.g. methods=search.pruning.registry.get")
+  raise ValueError(
+    f"unknown method {name!r}: only {PLAIN!r} is built in; pass a method "
+    "lookup, e.g. methods=search.pruning.registry.get"
+  )
 
 
 class MethodRegistry:

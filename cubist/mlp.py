@@ -29,6 +29,7 @@ NUM_LAYERS = 4
 
 class Layer(NamedTuple):
   """One linear layer: weight (out, in) and bias (out,). Also used for masks."""
+
   weight: jax.Array
   bias: jax.Array
 
@@ -38,8 +39,12 @@ Params = tuple[Layer, Layer, Layer, Layer]
 
 def layer_shapes(width: int) -> tuple[tuple[tuple[int, int], tuple[int]], ...]:
   """((weight_shape, bias_shape), ...) for the four layers at hidden width `width`."""
-  return (((width, INPUT_DIM), (width,)), ((width, width), (width,)),
-          ((width, width), (width,)), ((1, width), (1,)))
+  return (
+    ((width, INPUT_DIM), (width,)),
+    ((width, width), (width,)),
+    ((width, width), (width,)),
+    ((1, width), (1,)),
+  )
 
 
 def num_weights(width: int) -> int:
@@ -111,9 +116,12 @@ def from_numpy_dict(arrays, source: str = "params") -> Params:
   if missing:
     raise ValueError(f"{source}: missing keys {missing}; expected {npz_keys()}")
   return tuple(
-      Layer(np.asarray(arrays[f"layer{i}_weight"], np.float32),
-            np.asarray(arrays[f"layer{i}_bias"], np.float32))
-      for i in range(1, NUM_LAYERS + 1))
+    Layer(
+      np.asarray(arrays[f"layer{i}_weight"], np.float32),
+      np.asarray(arrays[f"layer{i}_bias"], np.float32),
+    )
+    for i in range(1, NUM_LAYERS + 1)
+  )
 
 
 def load_init(path: str | os.PathLike, width: int | None = None) -> Params:
@@ -134,8 +142,9 @@ def load_init(path: str | os.PathLike, width: int | None = None) -> Params:
   for index, (layer, (weight_shape, bias_shape)) in enumerate(zip(params, expected), start=1):
     if layer.weight.shape != weight_shape or layer.bias.shape != bias_shape:
       raise ValueError(
-          f"init file {path!r}: layer{index} has weight {layer.weight.shape} and bias "
-          f"{layer.bias.shape}, expected {weight_shape} and {bias_shape} for width {full_width}")
+        f"init file {path!r}: layer{index} has weight {layer.weight.shape} and bias "
+        f"{layer.bias.shape}, expected {weight_shape} and {bias_shape} for width {full_width}"
+      )
   if width is None:
     return params
   if isinstance(width, bool) or int(width) != width or not 1 <= width <= full_width:
@@ -146,20 +155,26 @@ def load_init(path: str | os.PathLike, width: int | None = None) -> Params:
 def slice_params(params: Params, width: int) -> Params:
   """The top-left width-`width` block of every layer (exact for inert units beyond it)."""
   w1, w2, w3, w4 = params
-  return (Layer(w1.weight[..., :width, :], w1.bias[..., :width]),
-          Layer(w2.weight[..., :width, :width], w2.bias[..., :width]),
-          Layer(w3.weight[..., :width, :width], w3.bias[..., :width]),
-          Layer(w4.weight[..., :, :width], w4.bias))
+  return (
+    Layer(w1.weight[..., :width, :], w1.bias[..., :width]),
+    Layer(w2.weight[..., :width, :width], w2.bias[..., :width]),
+    Layer(w3.weight[..., :width, :width], w3.bias[..., :width]),
+    Layer(w4.weight[..., :, :width], w4.bias),
+  )
 
 
 def pad_params(params: Params, width: int) -> Params:
   """Zero-pad a narrower model to hidden width `width` (the inverse of slicing)."""
+
   def pad(array, target_shape):
     pads = [(0, 0)] * (array.ndim - len(target_shape))
-    pads += [(0, t - s) for s, t in zip(array.shape[-len(target_shape):], target_shape)]
+    pads += [(0, t - s) for s, t in zip(array.shape[-len(target_shape) :], target_shape)]
     return jnp.pad(array, pads) if isinstance(array, jax.Array) else np.pad(array, pads)
-  return tuple(Layer(pad(layer.weight, weight_shape), pad(layer.bias, bias_shape))
-               for layer, (weight_shape, bias_shape) in zip(params, layer_shapes(width)))
+
+  return tuple(
+    Layer(pad(layer.weight, weight_shape), pad(layer.bias, bias_shape))
+    for layer, (weight_shape, bias_shape) in zip(params, layer_shapes(width))
+  )
 
 
 def pack_params(params: Params) -> bytes:
@@ -176,10 +191,11 @@ def unpack_params(blob: bytes, width: int) -> Params:
   flat = np.frombuffer(blob, np.float32)
   sizes = [int(np.prod(shape)) for pair in layer_shapes(width) for shape in pair]
   if flat.size != sum(sizes):
-    raise ValueError(f"{flat.size} stored parameters do not make a width-{width} network "
-                     f"({sum(sizes)})")
+    raise ValueError(
+      f"{flat.size} stored parameters do not make a width-{width} network ({sum(sizes)})"
+    )
   arrays, offset = [], 0
   for shape, size in zip((shape for pair in layer_shapes(width) for shape in pair), sizes):
-    arrays.append(flat[offset:offset + size].reshape(shape).copy())
+    arrays.append(flat[offset : offset + size].reshape(shape).copy())
     offset += size
   return tuple(Layer(arrays[2 * i], arrays[2 * i + 1]) for i in range(NUM_LAYERS))

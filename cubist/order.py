@@ -49,8 +49,10 @@ def feistel_domain(num_points: int) -> tuple[int, int]:
   """
   a = max(d for d in range(1, int(np.sqrt(num_points)) + 1) if num_points % d == 0)
   if a < _MIN_FACTOR:
-    raise ValueError(f"num_points={num_points} has no factorisation a*b with a >= {_MIN_FACTOR}"
-                     " for the Feistel order; use order='sort'")
+    raise ValueError(
+      f"num_points={num_points} has no factorisation a*b with a >= {_MIN_FACTOR}"
+      " for the Feistel order; use order='sort'"
+    )
   return a, num_points // a
 
 
@@ -196,8 +198,9 @@ def epoch_state(key: jax.Array, num_points: int, batch_size: int, method: str):
   raise ValueError(f"order={method!r} is unknown; known: {ORDER_METHODS}")
 
 
-def step_indices(state, step: jax.Array, num_points: int, batch_size: int,
-                 method: str) -> jax.Array:
+def step_indices(
+  state, step: jax.Array, num_points: int, batch_size: int, method: str
+) -> jax.Array:
   """Data indices (B,) of optimiser step `step` (0-based within the epoch)."""
   if method == "feistel":
     positions = step * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
@@ -226,8 +229,13 @@ def epoch_batches(key: jax.Array, num_points: int, batch_size: int, method: str)
   return batches_from_states(state[None], num_points, batch_size, method)[0]
 
 
-def batch_order(run_key: jax.Array, epochs: int, num_points: int, batch_size: int,
-                method: str = "feistel") -> np.ndarray:
+def batch_order(
+  run_key: jax.Array, epochs: int, num_points: int, batch_size: int, method: str = "feistel"
+) -> np.ndarray:
   """The trainer's batches for a whole run, int32 (epochs, batches, B): for parity tests."""
-  return np.stack([np.asarray(epoch_batches(epoch_key(run_key, e), num_points,
-                                            batch_size, method)) for e in range(epochs)])
+  return np.stack(
+    [
+      np.asarray(epoch_batches(epoch_key(run_key, e), num_points, batch_size, method))
+      for e in range(epochs)
+    ]
+  )

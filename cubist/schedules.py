@@ -40,15 +40,16 @@ def epoch_factors(epochs: int) -> np.ndarray:
   """Factor table of shape (len(SCHEDULES), epochs): row s is schedule s per epoch."""
   first, second = step_milestones(epochs)
   schedules = {
-      "constant": optax.constant_schedule(1.0),
-      "cosine": optax.cosine_decay_schedule(1.0, decay_steps=epochs, alpha=0.0),
-      "step": optax.piecewise_constant_schedule(1.0, {first: 0.1, second: 0.1}),
+    "constant": optax.constant_schedule(1.0),
+    "cosine": optax.cosine_decay_schedule(1.0, decay_steps=epochs, alpha=0.0),
+    "step": optax.piecewise_constant_schedule(1.0, {first: 0.1, second: 0.1}),
   }
   # Evaluated eagerly even when called under jit: the table is a constant.
   with jax.ensure_compile_time_eval():
     t = jnp.arange(epochs)
-    return np.stack([np.broadcast_to(np.asarray(schedules[name](t), np.float32), (epochs,))
-                     for name in SCHEDULES])
+    return np.stack(
+      [np.broadcast_to(np.asarray(schedules[name](t), np.float32), (epochs,)) for name in SCHEDULES]
+    )
 
 
 def learning_rates(lr: jnp.ndarray, schedule: jnp.ndarray, epochs: int) -> jnp.ndarray:

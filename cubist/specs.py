@@ -30,7 +30,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from cubist import data, masks as mask_ops, mlp, order, schedules
+from cubist import data, mlp, order, schedules
+from cubist import masks as mask_ops
 from cubist.method import COUNT_MODES, PLAIN, SETTABLE_OPTIONS, Method, MethodStatic, plain_only
 from cubist.mlp import Layer, Params
 from cubist.semantics import SEMANTICS_VERSION
@@ -76,6 +77,7 @@ class ExperimentSpec:
   source_id, source_method: for a retraining run, the exp_id and method of the
     run whose learned mask it retrains.
   """
+
   seed: int
   lr: float
   schedule: str = "cosine"
@@ -117,14 +119,18 @@ class ExperimentSpec:
     return tuple(int(used.sum()) for used in mask_ops.used_units(self.masks()))
 
   def init_id(self) -> str:
-    """"random", or the npz file's content hash (what identifies a fixed init)."""
+    """ "random", or the npz file's content hash (what identifies a fixed init)."""
     return init_id(self.init)
 
   def method_static(self) -> MethodStatic:
     """The MethodStatic of this run (what its method's compiled program depends on)."""
-    static = MethodStatic(count_mode=self.count_mode, random_init=self.init == RANDOM_INIT,
-                          epochs=self.epochs, batches_per_epoch=data.NUM_POINTS // self.batch_size,
-                          batch_size=self.batch_size)
+    static = MethodStatic(
+      count_mode=self.count_mode,
+      random_init=self.init == RANDOM_INIT,
+      epochs=self.epochs,
+      batches_per_epoch=data.NUM_POINTS // self.batch_size,
+      batch_size=self.batch_size,
+    )
     return dataclasses.replace(static, **dict(self.method_options))
 
   def to_dict(self) -> dict:
@@ -153,8 +159,9 @@ class ExperimentSpec:
     fields["method_options"] = tuple(tuple(pair) for pair in fields.get("method_options", ()))
     if fields.get("mask") is not None:
       packed = fields["mask"]
-      fields["mask"] = mask_ops.unpack_masks(base64.b64decode(packed["bits"]),
-                                             json.dumps(packed["shapes"]))
+      fields["mask"] = mask_ops.unpack_masks(
+        base64.b64decode(packed["bits"]), json.dumps(packed["shapes"])
+      )
     return cls(**fields)
 
   @classmethod
@@ -173,7 +180,7 @@ class ExperimentSpec:
 
 
 def init_id(init: str) -> str:
-  """"random", or "sha256:<16 hex>" of an init file's bytes (cached per path and mtime)."""
+  """ "random", or "sha256:<16 hex>" of an init file's bytes (cached per path and mtime)."""
   if init == RANDOM_INIT:
     return RANDOM_INIT
   try:
@@ -250,8 +257,9 @@ def validate_method(spec: ExperimentSpec, method: Method) -> None:
     raise ValueError(f"count_mode={spec.count_mode!r} is unknown; known: {COUNT_MODES}")
   for name, _ in spec.method_options:
     if name not in SETTABLE_OPTIONS:
-      raise ValueError(f"method_options: {name!r} is not a settable option; known: "
-                       f"{list(SETTABLE_OPTIONS)}")
+      raise ValueError(
+        f"method_options: {name!r} is not a settable option; known: {list(SETTABLE_OPTIONS)}"
+      )
   if not (np.isfinite(spec.strength) and spec.strength >= 0):
     raise ValueError(f"strength={spec.strength} must be finite and >= 0")
   if method.is_plain:
@@ -260,8 +268,10 @@ def validate_method(spec: ExperimentSpec, method: Method) -> None:
   if method.uses_strength and spec.target_nnz is None:
     return  # VD, L0: the sparsity emerges from the strength
   if spec.target_nnz is None or not 1 <= spec.target_nnz < num_weights:
-    raise ValueError(f"target_nnz={spec.target_nnz} must be in 1..{num_weights - 1} "
-                     f"(the {num_weights} weights of width {spec.width})")
+    raise ValueError(
+      f"target_nnz={spec.target_nnz} must be in 1..{num_weights - 1} "
+      f"(the {num_weights} weights of width {spec.width})"
+    )
 
 
 def validate_all(specs, methods: MethodLookup = plain_only) -> None:

@@ -47,7 +47,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from cubist import masks as mask_ops, mlp
+from cubist import masks as mask_ops
+from cubist import mlp
 from cubist.semantics import SEMANTICS_VERSION
 from cubist.specs import ExperimentSpec
 
@@ -101,8 +102,18 @@ _SCHEMA = (
 RUN_COLUMNS = tuple(name for name, _, _ in _SCHEMA)
 _TYPES = {name: sql_type for name, sql_type, _ in _SCHEMA}
 _REQUIRED = tuple(n for n, _, req in _SCHEMA if req and n != "created_at")
-_OK_REQUIRED = ("accuracy", "loss", "weight_nnz", "model_nnz", "effective_weight_nnz", "mask",
-                "mask_shape", "params", "params_width", "seconds")
+_OK_REQUIRED = (
+  "accuracy",
+  "loss",
+  "weight_nnz",
+  "model_nnz",
+  "effective_weight_nnz",
+  "mask",
+  "mask_shape",
+  "params",
+  "params_width",
+  "seconds",
+)
 STATUSES = ("ok", "diverged", "failed")
 
 _DDL = (
@@ -177,23 +188,31 @@ def read_meta(path: str | os.PathLike) -> dict | None:
       if not tables:
         return None
       if not {"meta", "runs"} <= tables:
-        raise StoreError(f"{path} is an SQLite file but not a cubist result store (no "
-                         "meta/runs tables); move it away or use another --workdir")
+        raise StoreError(
+          f"{path} is an SQLite file but not a cubist result store (no "
+          "meta/runs tables); move it away or use another --workdir"
+        )
       meta = dict(db.execute("SELECT key, value FROM meta"))
       db.execute("SELECT exp_id FROM runs").fetchall()  # reads every page of the index
     finally:
       db.close()
   except sqlite3.DatabaseError as error:
-    raise StoreError(f"{path} is not a readable cubist result store ({error}: a corrupt, "
-                     "truncated or foreign file); move it away or use another --workdir") from None
+    raise StoreError(
+      f"{path} is not a readable cubist result store ({error}: a corrupt, "
+      "truncated or foreign file); move it away or use another --workdir"
+    ) from None
   if "sweep_fingerprint" not in meta:
-    raise StoreError(f"{path} is an SQLite file but not a cubist result store (no sweep "
-                     "fingerprint); move it away or use another --workdir")
+    raise StoreError(
+      f"{path} is an SQLite file but not a cubist result store (no sweep "
+      "fingerprint); move it away or use another --workdir"
+    )
   semantics = meta.get("semantics_version")
-  return {"schema": int(meta.get("schema_version", 1)),
-          "semantics": None if semantics is None else int(semantics),
-          "sweep_name": meta.get("sweep_name", "?"),
-          "sweep_fingerprint": meta["sweep_fingerprint"]}
+  return {
+    "schema": int(meta.get("schema_version", 1)),
+    "semantics": None if semantics is None else int(semantics),
+    "sweep_name": meta.get("sweep_name", "?"),
+    "sweep_fingerprint": meta["sweep_fingerprint"],
+  }
 
 
 def check_writable(path: str | os.PathLike, sweep_name: str, sweep_fingerprint: str) -> None:
@@ -212,20 +231,25 @@ def check_writable(path: str | os.PathLike, sweep_name: str, sweep_fingerprint: 
   if meta["schema"] == 1:
     raise StoreError(
       f"{path} is a schema-v1 store written by older cubist code (no training-semantics "
-      "version); the report still reads it, but new runs cannot join it: use another --workdir")
+      "version); the report still reads it, but new runs cannot join it: use another --workdir"
+    )
   if meta["schema"] != SCHEMA_VERSION:
-    raise StoreError(f"{path} has store schema v{meta['schema']}, which this code (v"
-                     f"{SCHEMA_VERSION}) does not know; use the code that wrote it or another "
-                     "--workdir")
+    raise StoreError(
+      f"{path} has store schema v{meta['schema']}, which this code (v"
+      f"{SCHEMA_VERSION}) does not know; use the code that wrote it or another "
+      "--workdir"
+    )
   if meta["semantics"] != SEMANTICS_VERSION:
     raise StoreError(
       f"{path} holds runs of training semantics v{meta['semantics']}, this code trains "
-      f"v{SEMANTICS_VERSION}; they must not be mixed: use another --workdir (the report reads both)")
+      f"v{SEMANTICS_VERSION}; they must not be mixed: use another --workdir (the report reads both)"
+    )
   if meta["sweep_fingerprint"] != sweep_fingerprint:
     raise SweepMismatchError(
       f"workdir {path.parent} holds sweep {meta['sweep_name']!r} "
       f"(fingerprint {meta['sweep_fingerprint'][:12]}...), not {sweep_name!r} "
-      f"({sweep_fingerprint[:12]}...); use another --workdir")
+      f"({sweep_fingerprint[:12]}...); use another --workdir"
+    )
 
 
 def _convert(col: str, value):
@@ -282,8 +306,9 @@ class ResultStore:
       self._made_dirs = missing
       lock = open(self.lock_path, "a+")
     except OSError as error:
-      raise StoreError(f"cannot write to {self.path.parent} ({error.strerror}); choose a "
-                       "writable --workdir") from None
+      raise StoreError(
+        f"cannot write to {self.path.parent} ({error.strerror}); choose a writable --workdir"
+      ) from None
     try:
       fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
@@ -292,8 +317,10 @@ class ResultStore:
       lock.seek(0)
       holder = lock.read().strip() or "?"
       lock.close()
-      raise StoreError(f"{self.path} is in use by process {holder}; wait for it to finish "
-                       "or stop it (two processes must not train into one store)") from None
+      raise StoreError(
+        f"{self.path} is in use by process {holder}; wait for it to finish "
+        "or stop it (two processes must not train into one store)"
+      ) from None
     lock.seek(0)
     lock.truncate()
     lock.write(str(os.getpid()))
@@ -313,12 +340,15 @@ class ResultStore:
       with self._transaction():
         self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._db.execute(_DDL)
-        self._db.executemany("INSERT INTO meta VALUES (?, ?)", [
-          ("schema_version", str(SCHEMA_VERSION)),
-          ("semantics_version", str(SEMANTICS_VERSION)),
-          ("sweep_name", self.sweep_name),
-          ("sweep_fingerprint", self.sweep_fingerprint),
-        ])
+        self._db.executemany(
+          "INSERT INTO meta VALUES (?, ?)",
+          [
+            ("schema_version", str(SCHEMA_VERSION)),
+            ("semantics_version", str(SEMANTICS_VERSION)),
+            ("sweep_name", self.sweep_name),
+            ("sweep_fingerprint", self.sweep_fingerprint),
+          ],
+        )
 
   @classmethod
   def open_readonly(cls, path: str | os.PathLike) -> "StoreReader":
@@ -398,7 +428,9 @@ def _select(db: sqlite3.Connection, wanted, where=None, params=()) -> list[dict]
   if where:
     sql += f" WHERE {where}"
   missing = dict.fromkeys(c for c in wanted if c not in columns)
-  return [{**missing, **dict(zip(columns, r))} for r in db.execute(sql + " ORDER BY exp_id", params)]
+  return [
+    {**missing, **dict(zip(columns, r))} for r in db.execute(sql + " ORDER BY exp_id", params)
+  ]
 
 
 class StoreReader:
@@ -417,8 +449,12 @@ class StoreReader:
       raise StoreError(f"no result store at {self.path}")
     meta = read_meta(self.path) if self.path.exists() else None
     self.empty = meta is None
-    meta = meta or {"schema": SCHEMA_VERSION, "semantics": SEMANTICS_VERSION,
-                    "sweep_name": "", "sweep_fingerprint": ""}
+    meta = meta or {
+      "schema": SCHEMA_VERSION,
+      "semantics": SEMANTICS_VERSION,
+      "sweep_name": "",
+      "sweep_fingerprint": "",
+    }
     self.schema, self.semantics = meta["schema"], meta["semantics"]
     self.sweep_name, self.sweep_fingerprint = meta["sweep_name"], meta["sweep_fingerprint"]
     if not self.empty:
@@ -453,16 +489,20 @@ class StoreReader:
 def row_spec(row: dict) -> ExperimentSpec:
   """The ExperimentSpec a (schema v2) row was trained from."""
   if not row.get("spec"):
-    raise StoreError(f"run {row.get('exp_id')} comes from a schema-v{row.get('schema', 1)} store, "
-                     "which does not record its spec")
+    raise StoreError(
+      f"run {row.get('exp_id')} comes from a schema-v{row.get('schema', 1)} store, "
+      "which does not record its spec"
+    )
   return ExperimentSpec.from_json(row["spec"])
 
 
 def row_params(row: dict, width: int | None = None) -> mlp.Params:
   """A row's trained parameters (numpy float32), zero-padded to `width` (default: the run's)."""
   if row.get("params") is None:
-    raise StoreError(f"run {row.get('exp_id')} has no stored weights (status "
-                     f"{row.get('status')}, schema v{row.get('schema', SCHEMA_VERSION)})")
+    raise StoreError(
+      f"run {row.get('exp_id')} has no stored weights (status "
+      f"{row.get('status')}, schema v{row.get('schema', SCHEMA_VERSION)})"
+    )
   params = mlp.unpack_params(row["params"], int(row["params_width"]))
   return mlp.pad_params(params, int(row["width"] if width is None else width))
 
@@ -497,7 +537,8 @@ def merge_stores(paths) -> list[dict]:
       elif store.sweep_fingerprint != fingerprint:
         raise StoreError(
           f"{path} holds sweep {store.sweep_name!r} (fingerprint {store.sweep_fingerprint[:12]}...), "
-          f"but {first} holds fingerprint {fingerprint[:12]}...; they cannot be merged")
+          f"but {first} holds fingerprint {fingerprint[:12]}...; they cannot be merged"
+        )
       for row in store.rows():
         old = merged.get(row["exp_id"])
         if old is None or row["created_at"] >= old["created_at"]:

@@ -26,19 +26,34 @@ def table(rows: list[dict], group_by: tuple[str, ...]) -> str:
   groups = defaultdict(list)
   for row in rows:
     groups[tuple(row[k] for k in group_by)].append(row)
-  header = list(group_by) + ["runs", "diverged", "acc_mean", "acc_median", "acc_max",
-                             "weight_nnz", "model_nnz"]
+  header = list(group_by) + [
+    "runs",
+    "diverged",
+    "acc_mean",
+    "acc_median",
+    "acc_max",
+    "weight_nnz",
+    "model_nnz",
+  ]
   lines = [header]
   for key in sorted(groups, key=lambda k: tuple((v is None, v) for v in k)):
     members = groups[key]
     accuracy = np.array([r["accuracy"] for r in members if r["accuracy"] is not None], float)
     weight = sorted({r["weight_nnz"] for r in members})
     model = sorted({r["model_nnz"] for r in members})
-    lines.append([*(str(v) for v in key), str(len(members)),
-                  str(sum(r["status"] == "diverged" for r in members)),
-                  *(f"{100 * f(accuracy):.2f}%" if accuracy.size else "-"
-                    for f in (np.mean, np.median, np.max)),
-                  _span(weight), _span(model)])
+    lines.append(
+      [
+        *(str(v) for v in key),
+        str(len(members)),
+        str(sum(r["status"] == "diverged" for r in members)),
+        *(
+          f"{100 * f(accuracy):.2f}%" if accuracy.size else "-"
+          for f in (np.mean, np.median, np.max)
+        ),
+        _span(weight),
+        _span(model),
+      ]
+    )
   widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
   return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths)) for line in lines)
 

@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
-
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +80,7 @@ class TrainStatic:
   record_step_losses: also return the loss of every step (for parity tests).
   eval_block: data points per block in the final full-data evaluation.
   """
+
   width: int
   epochs: int = 50
   batch_size: int = data.BATCH_SIZE
@@ -126,6 +125,7 @@ class TrainInputs(NamedTuple):
   method_key: uint32 (E, 2) the method's own randomness; None for the plain method.
   hyper: the method's Hyper; None for the plain method.
   """
+
   key: jax.Array
   lr: jax.Array
   schedule: jax.Array
@@ -144,6 +144,7 @@ class TrainResult(NamedTuple):
   step_loss: (E, rounds * epochs * batches) per-step loss, or None unless recorded.
   failed: bool (E,) runs the reference would not have produced (Method.failed).
   """
+
   params: Params
   masks: Params
   accuracy: jax.Array
@@ -155,18 +156,24 @@ class TrainResult(NamedTuple):
 
 def _epoch_states(keys: jax.Array, epoch: jax.Array, static: TrainStatic):
   """Order state of one epoch per experiment (leading E), or one shared state."""
-  make = functools.partial(order.epoch_state, num_points=static.num_points,
-                           batch_size=static.batch_size, method=static.order)
+  make = functools.partial(
+    order.epoch_state,
+    num_points=static.num_points,
+    batch_size=static.batch_size,
+    method=static.order,
+  )
   if static.shared_order:
     return make(order.epoch_key(jax.random.PRNGKey(static.order_seed), epoch))
   return jax.vmap(lambda key: make(order.epoch_key(key, epoch)))(keys)
 
 
-def _shared_step_indices(state, step: jax.Array, experiments: int,
-                         static: TrainStatic) -> jax.Array:
+def _shared_step_indices(
+  state, step: jax.Array, experiments: int, static: TrainStatic
+) -> jax.Array:
   """Data indices (E, B) of one optimiser step when all experiments share the order."""
-  indices = order.step_indices(state, step, num_points=static.num_points,
-                               batch_size=static.batch_size, method=static.order)
+  indices = order.step_indices(
+    state, step, num_points=static.num_points, batch_size=static.batch_size, method=static.order
+  )
   return jnp.broadcast_to(indices, (experiments, static.batch_size))
 
 
@@ -191,8 +198,9 @@ def _vmap_hook(hook: Callable, formulation: str, static: MethodStatic, args, axe
   """hook(*args, static=static) for every experiment; tree outputs come back in the layout."""
   tree_axis = 0 if formulation == "dot" else -1
   in_axes = tuple(tree_axis if axis == TREE else 0 if axis == ROW else None for axis in axes)
-  return jax.vmap(functools.partial(hook, static=static), in_axes=in_axes,
-                  out_axes=tree_axis)(*args)
+  return jax.vmap(functools.partial(hook, static=static), in_axes=in_axes, out_axes=tree_axis)(
+    *args
+  )
 
 
 def _fold(keys: jax.Array, value) -> jax.Array:
@@ -209,8 +217,9 @@ def _as_bool(masks: Params) -> Params:
 
 def _sgd(static: TrainStatic):
   """PyTorch SGD as optax: weight decay added before momentum (METHODS §C)."""
-  return optax.chain(optax.add_decayed_weights(static.weight_decay),
-                     optax.trace(decay=static.momentum))
+  return optax.chain(
+    optax.add_decayed_weights(static.weight_decay), optax.trace(decay=static.momentum)
+  )
 
 
 def _momentum(opt_state) -> Params:
@@ -224,6 +233,7 @@ def _with_momentum(opt_state, momentum: Params):
 
 class _Carry(NamedTuple):
   """The scan's state: the network (float 0/1 masks), optimiser states and aux parameters."""
+
   params: Params
   masks: Params
   opt_state: tuple
@@ -234,14 +244,22 @@ class _Carry(NamedTuple):
 class _StepInput(NamedTuple):
   """What one step reads: its data rows in the layout (or, with a shared order, its
   index in the epoch), its global step, and whether the shared events fire."""
+
   batch: jax.Array
   step: jax.Array
   pre_event: jax.Array | None
   grad_event: jax.Array | None
 
 
-def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
-                 method_static: MethodStatic | None, events) -> TrainResult:
+def _train_chunk(
+  x,
+  y,
+  inputs: TrainInputs,
+  static: TrainStatic,
+  method: Method,
+  method_static: MethodStatic | None,
+  events,
+) -> TrainResult:
   """The whole run of one method for one chunk of experiments (leading axis E)."""
   formulation = static.formulation
   hook = functools.partial(_vmap_hook, formulation=formulation, static=method_static)
@@ -251,16 +269,21 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
   masks = layouts.to_layout(_as_float(inputs.masks), formulation)
   params = jax.tree.map(jnp.multiply, layouts.to_layout(inputs.params, formulation), masks)
   if method.at_init is not None:
-    params, new_masks = hook(method.at_init, args=(_fold(inputs.method_key, 0), params,
-                                                   _as_bool(masks), x, y, hyper),
-                             axes=(ROW, TREE, TREE, SHARED, SHARED, ROW))
+    params, new_masks = hook(
+      method.at_init,
+      args=(_fold(inputs.method_key, 0), params, _as_bool(masks), x, y, hyper),
+      axes=(ROW, TREE, TREE, SHARED, SHARED, ROW),
+    )
     masks = _as_float(new_masks)
     params = jax.tree.map(jnp.multiply, params, masks)
   start_params = params
   aux = ()
   if method.aux_init is not None:
-    aux = hook(method.aux_init, args=(_fold(inputs.method_key, 1), params, _as_bool(masks), hyper),
-               axes=(ROW, TREE, TREE, ROW))
+    aux = hook(
+      method.aux_init,
+      args=(_fold(inputs.method_key, 1), params, _as_bool(masks), hyper),
+      axes=(ROW, TREE, TREE, ROW),
+    )
   step_keys = _fold(inputs.method_key, 2) if inputs.method_key is not None else None
   lrs = schedules.learning_rates(inputs.lr, inputs.schedule, static.epochs)  # (E, epochs)
   x_steps = x.T if formulation == "unit" else x  # columns for the per-unit gathers
@@ -269,19 +292,27 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
   def losses_of(params, aux, masks, batch_x, batch_y, t):
     if method.loss is None:
       return layouts.losses(params, batch_x, batch_y, formulation)
-    return hook(method.loss, args=(params, aux, _as_bool(masks), batch_x, batch_y,
-                                   _fold(step_keys, t), t, hyper),
-                axes=(TREE, TREE, TREE, ROW, ROW, ROW, SHARED, ROW))
+    return hook(
+      method.loss,
+      args=(params, aux, _as_bool(masks), batch_x, batch_y, _fold(step_keys, t), t, hyper),
+      axes=(TREE, TREE, TREE, ROW, ROW, ROW, SHARED, ROW),
+    )
 
   value_and_grad = jax.value_and_grad(
-      lambda trainable, masks, bx, by, t: (lambda l: (jnp.sum(l), l))(
-          losses_of(trainable[0], trainable[1], masks, bx, by, t)), has_aux=True)
+    lambda trainable, masks, bx, by, t: (lambda l: (jnp.sum(l), l))(
+      losses_of(trainable[0], trainable[1], masks, bx, by, t)
+    ),
+    has_aux=True,
+  )
 
   def install(carry: _Carry, state: RunState) -> _Carry:
     """A hook's RunState back into the carry, parameters re-masked."""
     masks = _as_float(state.masks)
-    return carry._replace(params=jax.tree.map(jnp.multiply, state.params, masks), masks=masks,
-                          opt_state=_with_momentum(carry.opt_state, state.momentum))
+    return carry._replace(
+      params=jax.tree.map(jnp.multiply, state.params, masks),
+      masks=masks,
+      opt_state=_with_momentum(carry.opt_state, state.momentum),
+    )
 
   def run_state(carry: _Carry) -> RunState:
     return RunState(carry.params, _as_bool(carry.masks), _momentum(carry.opt_state))
@@ -290,11 +321,18 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
     t = step_input.step
     if method.pre_event is not None:
       carry = jax.lax.cond(
-          step_input.pre_event,
-          lambda c: install(c, hook(method.pre_event,
-                                    args=(t, _fold(step_keys, t), run_state(c), hyper),
-                                    axes=(SHARED, ROW, TREE, ROW))),
-          lambda c: c, carry)
+        step_input.pre_event,
+        lambda c: install(
+          c,
+          hook(
+            method.pre_event,
+            args=(t, _fold(step_keys, t), run_state(c), hyper),
+            axes=(SHARED, ROW, TREE, ROW),
+          ),
+        ),
+        lambda c: c,
+        carry,
+      )
     if static.shared_order:
       indices = _shared_step_indices(states, step_input.batch, experiments, static)
       if formulation == "unit":
@@ -302,27 +340,40 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
     else:
       indices = step_input.batch  # this step's rows of _epoch_indices, already in layout
     batch_x, batch_y = layouts.gather(x_steps, y, indices, formulation)
-    (_, losses), (grads, aux_grads) = value_and_grad((carry.params, carry.aux), carry.masks,
-                                                     batch_x, batch_y, t)
+    (_, losses), (grads, aux_grads) = value_and_grad(
+      (carry.params, carry.aux), carry.masks, batch_x, batch_y, t
+    )
 
     def sgd(carry: _Carry) -> _Carry:
       updates, opt_state = optimiser.update(grads, carry.opt_state, carry.params)
-      params = jax.tree.map(lambda p, u, m: (p - layouts.per_experiment(lr, u, formulation) * u) * m,
-                            carry.params, updates, carry.masks)
+      params = jax.tree.map(
+        lambda p, u, m: (p - layouts.per_experiment(lr, u, formulation) * u) * m,
+        carry.params,
+        updates,
+        carry.masks,
+      )
       aux_updates, aux_state = aux_optimiser.update(aux_grads, carry.aux_state, carry.aux)
-      aux = jax.tree.map(lambda a, u: a - layouts.per_experiment(lr, u, formulation) * u,
-                         carry.aux, aux_updates)
+      aux = jax.tree.map(
+        lambda a, u: a - layouts.per_experiment(lr, u, formulation) * u, carry.aux, aux_updates
+      )
       return _Carry(params, carry.masks, opt_state, aux, aux_state)
 
     if method.grad_event is None:
       carry = sgd(carry)
     else:
       carry = jax.lax.cond(
-          step_input.grad_event,
-          lambda c: install(c, hook(method.grad_event,
-                                    args=(t, _fold(step_keys, t), run_state(c), grads, hyper),
-                                    axes=(SHARED, ROW, TREE, TREE, ROW))),
-          sgd, carry)
+        step_input.grad_event,
+        lambda c: install(
+          c,
+          hook(
+            method.grad_event,
+            args=(t, _fold(step_keys, t), run_state(c), grads, hyper),
+            axes=(SHARED, ROW, TREE, TREE, ROW),
+          ),
+        ),
+        sgd,
+        carry,
+      )
     return carry, losses
 
   def epoch(carry: _Carry, epoch_inputs):
@@ -334,8 +385,11 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
       batches = _epoch_indices(states, static)
       states = None  # not needed inside the steps
     steps = epoch_index * static.batches_per_epoch + jnp.arange(static.batches_per_epoch)
-    return jax.lax.scan(lambda c, s: step(c, s, lr, states), carry,
-                        _StepInput(batches, steps, pre_events, grad_events))
+    return jax.lax.scan(
+      lambda c, s: step(c, s, lr, states),
+      carry,
+      _StepInput(batches, steps, pre_events, grad_events),
+    )
 
   pre_events, grad_events = (None, None) if events is None else (jnp.asarray(e) for e in events)
 
@@ -344,32 +398,42 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
     params = jax.tree.map(jnp.multiply, params, masks)
     carry = _Carry(params, masks, optimiser.init(params), aux, aux_optimiser.init(aux))
     carry, losses = jax.lax.scan(
-        epoch, carry, (jnp.arange(static.epochs), lrs.T, pre_events, grad_events))
+      epoch, carry, (jnp.arange(static.epochs), lrs.T, pre_events, grad_events)
+    )
     return carry, losses  # losses (epochs, batches, E)
 
   if method.rounds == 1:
     carry, losses = one_round(params, aux, masks)
     params, aux, masks = carry.params, carry.aux, carry.masks
   else:
+
     def round_body(round_carry, round_index):
       masks, _, _ = round_carry
       carry, losses = one_round(start_params, aux, masks)
       next_masks = jax.lax.cond(
-          round_index < method.rounds,
-          lambda m: _as_float(hook(method.round_end, args=(round_index, carry.params,
-                                                           _as_bool(m), hyper),
-                                   axes=(SHARED, TREE, TREE, ROW))),
-          lambda m: m, masks)
+        round_index < method.rounds,
+        lambda m: _as_float(
+          hook(
+            method.round_end,
+            args=(round_index, carry.params, _as_bool(m), hyper),
+            axes=(SHARED, TREE, TREE, ROW),
+          )
+        ),
+        lambda m: m,
+        masks,
+      )
       return (next_masks, carry.params, carry.aux), (losses, masks)
 
     (_, params, aux), (losses, round_masks) = jax.lax.scan(
-        round_body, (masks, start_params, aux), jnp.arange(1, method.rounds + 1))
+      round_body, (masks, start_params, aux), jnp.arange(1, method.rounds + 1)
+    )
     masks = jax.tree.map(lambda a: a[-1], round_masks)  # the last round's masks
     losses = losses.reshape((-1,) + losses.shape[2:])  # (rounds * epochs, batches, E)
 
   if method.finalize is not None:
-    params, new_masks = hook(method.finalize, args=(params, aux, _as_bool(masks), hyper),
-                             axes=(TREE, TREE, TREE, ROW))
+    params, new_masks = hook(
+      method.finalize, args=(params, aux, _as_bool(masks), hyper), axes=(TREE, TREE, TREE, ROW)
+    )
     masks = _as_float(new_masks)
     params = jax.tree.map(jnp.multiply, params, masks)
   if method.failed is not None:
@@ -381,14 +445,25 @@ def _train_chunk(x, y, inputs: TrainInputs, static: TrainStatic, method: Method,
   step_loss = None
   if static.record_step_losses:
     step_loss = losses.reshape(-1, losses.shape[-1]).T  # (E, rounds * epochs * batches)
-  return TrainResult(layouts.from_layout(params, formulation),
-                     layouts.from_layout(_as_bool(masks), formulation), accuracy, loss, epoch_loss,
-                     step_loss, failed)
+  return TrainResult(
+    layouts.from_layout(params, formulation),
+    layouts.from_layout(_as_bool(masks), formulation),
+    accuracy,
+    loss,
+    epoch_loss,
+    step_loss,
+    failed,
+  )
 
 
-def make_train(static: TrainStatic, method: Method = PLAIN_METHOD,
-               method_static: MethodStatic | None = None, mesh: jax.sharding.Mesh | None = None,
-               trace_guard: Callable | None = None, truncated: bool = False):
+def make_train(
+  static: TrainStatic,
+  method: Method = PLAIN_METHOD,
+  method_static: MethodStatic | None = None,
+  mesh: jax.sharding.Mesh | None = None,
+  trace_guard: Callable | None = None,
+  truncated: bool = False,
+):
   """Compile-once trainer for a bucket: `train(x, y, inputs) -> TrainResult`.
 
   x: float32 (N, 2) inputs, y: float32 (N,) labels (replicated).
@@ -408,14 +483,21 @@ def make_train(static: TrainStatic, method: Method = PLAIN_METHOD,
     if method_static is None:
       raise ValueError(f"method {method.name!r} needs its MethodStatic")
     too_long = static.epochs > method_static.epochs
-    if static.batches_per_epoch != method_static.batches_per_epoch or too_long or (
-        static.epochs != method_static.epochs and not truncated):
-      raise ValueError(f"method_static epochs/batches ({method_static.epochs}, "
-                       f"{method_static.batches_per_epoch}) differ from the trainer's "
-                       f"({static.epochs}, {static.batches_per_epoch})")
+    if (
+      static.batches_per_epoch != method_static.batches_per_epoch
+      or too_long
+      or (static.epochs != method_static.epochs and not truncated)
+    ):
+      raise ValueError(
+        f"method_static epochs/batches ({method_static.epochs}, "
+        f"{method_static.batches_per_epoch}) differ from the trainer's "
+        f"({static.epochs}, {static.batches_per_epoch})"
+      )
   if static.formulation not in method.layouts:
-    raise ValueError(f"method {method.name!r} cannot train in the {static.formulation!r} "
-                     f"layout; it supports {method.layouts}")
+    raise ValueError(
+      f"method {method.name!r} cannot train in the {static.formulation!r} "
+      f"layout; it supports {method.layouts}"
+    )
   if method.rounds > 1 and method.round_end is None:
     raise ValueError(f"method {method.name!r} has rounds={method.rounds} but no round_end")
   if static.record_step_losses and method.rounds > 1:
@@ -424,8 +506,9 @@ def make_train(static: TrainStatic, method: Method = PLAIN_METHOD,
 
   def train(x, y, inputs):
     if x.shape != (static.num_points, 2) or y.shape != (static.num_points,):
-      raise ValueError(f"data of shapes {x.shape} and {y.shape} do not match "
-                       f"num_points={static.num_points}")
+      raise ValueError(
+        f"data of shapes {x.shape} and {y.shape} do not match num_points={static.num_points}"
+      )
     if not method.is_plain and (inputs.method_key is None or inputs.hyper is None):
       raise ValueError(f"method {method.name!r} needs inputs.method_key and inputs.hyper")
     if static.formulation != "unit":
@@ -433,7 +516,8 @@ def make_train(static: TrainStatic, method: Method = PLAIN_METHOD,
     experiments = inputs.lr.shape[0]
     pad = -experiments % UNIT_BLOCK
     padded = jax.tree.map(
-        lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a, inputs)
+      lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a, inputs
+    )
     result = _train_chunk(x, y, padded, static, method, method_static, events)
     return jax.tree.map(lambda a: a[:experiments], result)
 
@@ -443,10 +527,16 @@ def make_train(static: TrainStatic, method: Method = PLAIN_METHOD,
   if mesh is not None:
     spec = jax.sharding.PartitionSpec(EXPERIMENT_AXIS)
     replicated = jax.sharding.PartitionSpec()
-    out_specs = TrainResult(spec, spec, spec, spec, spec,
-                            spec if static.record_step_losses else None, spec)
-    train = jax.shard_map(train, mesh=mesh, in_specs=(replicated, replicated, spec),
-                          out_specs=out_specs, check_vma=False)
+    out_specs = TrainResult(
+      spec, spec, spec, spec, spec, spec if static.record_step_losses else None, spec
+    )
+    train = jax.shard_map(
+      train,
+      mesh=mesh,
+      in_specs=(replicated, replicated, spec),
+      out_specs=out_specs,
+      check_vma=False,
+    )
   return jax.jit(train)
 
 

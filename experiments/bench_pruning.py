@@ -45,11 +45,17 @@ from search.pruning import registry
 flags.DEFINE_string("out", "bench_pruning.json", "Where to write the JSON results.")
 flags.DEFINE_list("methods", [], "Methods to time at --widths (default: all registered).")
 flags.DEFINE_list("widths", ["16", "256"], "Widths at which every method is timed.")
-flags.DEFINE_list("narrow_widths", ["3", "4", "6", "8"],
-                  "Widths at which the paper's methods are timed in the layout the engine picks "
-                  "and in the batched-matmul layout the old pruning trainer always used.")
-flags.DEFINE_list("plain_widths", ["3", "4", "6", "8", "16", "32", "64", "128", "256"],
-                  "Widths at which plain training is timed for the projection.")
+flags.DEFINE_list(
+  "narrow_widths",
+  ["3", "4", "6", "8"],
+  "Widths at which the paper's methods are timed in the layout the engine picks "
+  "and in the batched-matmul layout the old pruning trainer always used.",
+)
+flags.DEFINE_list(
+  "plain_widths",
+  ["3", "4", "6", "8", "16", "32", "64", "128", "256"],
+  "Widths at which plain training is timed for the projection.",
+)
 flags.DEFINE_integer("target", 40, "Target weight count f.")
 flags.DEFINE_integer("repeats", 3, "Timed warm calls per program (median).")
 flags.DEFINE_integer("epochs", 50, "Epochs of a full run.")
@@ -65,14 +71,29 @@ def chunk_size(width: int) -> int:
 
 def _specs(method: str, width: int, chunk: int, target: int, epochs: int):
   strength = 1.0 / data.NUM_POINTS if registry.get(method).uses_strength else 0.0
-  return [ExperimentSpec(seed=i, lr=0.1, schedule="cosine", width=width, epochs=epochs,
-                         method=method, target_nnz=None if strength else target,
-                         strength=strength)
-          for i in range(chunk)]
+  return [
+    ExperimentSpec(
+      seed=i,
+      lr=0.1,
+      schedule="cosine",
+      width=width,
+      epochs=epochs,
+      method=method,
+      target_nnz=None if strength else target,
+      strength=strength,
+    )
+    for i in range(chunk)
+  ]
 
 
-def time_program(method_name: str | None, width: int, target: int, epochs: int,
-                 repeats: int, layout: str | None = None) -> dict:
+def time_program(
+  method_name: str | None,
+  width: int,
+  target: int,
+  epochs: int,
+  repeats: int,
+  layout: str | None = None,
+) -> dict:
   """Fitted warm seconds of one full run of `method_name` (None: plain training) at `width`.
 
   layout: "dot" or "unit"; default the one the engine picks for this method and width.
@@ -104,25 +125,42 @@ def time_program(method_name: str | None, width: int, target: int, epochs: int,
       began = time.perf_counter()
       jax.block_until_ready(fn(x, y, inputs))
       seconds.append(time.perf_counter() - began)
-    calls[short] = dict(median_s=statistics.median(seconds), all_s=seconds,
-                        compile_s=max(first - statistics.median(seconds), 0.0))
+    calls[short] = dict(
+      median_s=statistics.median(seconds),
+      all_s=seconds,
+      compile_s=max(first - statistics.median(seconds), 0.0),
+    )
   low, high = FIT_EPOCHS
   per_epoch = max(calls[high]["median_s"] - calls[low]["median_s"], 0.0) / (
-      method.rounds * (high - low))
+    method.rounds * (high - low)
+  )
   fixed = max(calls[low]["median_s"] - method.rounds * low * per_epoch, 0.0)
   full = fixed + per_epoch * method.rounds * epochs
-  return dict(method=method_name or "plain", width=width, layout=layout, chunk=chunk,
-              rounds=method.rounds, devices=1 if mesh is None else mesh.size,
-              calls=calls, fixed_s=fixed, per_epoch_s=per_epoch, full_call_s=full,
-              seconds_per_run=full / chunk, runs_per_second=chunk / full,
-              compile_s=calls[low]["compile_s"])
+  return dict(
+    method=method_name or "plain",
+    width=width,
+    layout=layout,
+    chunk=chunk,
+    rounds=method.rounds,
+    devices=1 if mesh is None else mesh.size,
+    calls=calls,
+    fixed_s=fixed,
+    per_epoch_s=per_epoch,
+    full_call_s=full,
+    seconds_per_run=full / chunk,
+    runs_per_second=chunk / full,
+    compile_s=calls[low]["compile_s"],
+  )
 
 
 def overparam_runs() -> dict[tuple[str, int], int]:
   """Runs of the §G.2 family per (method, width)."""
   settings = len(grids.PRUNING_LRS) * len(grids.SCHEDULES)
-  return {(m, w): settings * sum(f < mlp.num_weights(w) for f in grids.OVERPARAM_TARGETS)
-          for m in registry.PAPER_METHODS for w in grids.OVERPARAM_WIDTHS}
+  return {
+    (m, w): settings * sum(f < mlp.num_weights(w) for f in grids.OVERPARAM_TARGETS)
+    for m in registry.PAPER_METHODS
+    for w in grids.OVERPARAM_WIDTHS
+  }
 
 
 def project_overparam(method_records: list[dict], plain_records: list[dict]) -> dict:
@@ -133,8 +171,11 @@ def project_overparam(method_records: list[dict], plain_records: list[dict]) -> 
   in the layout the engine picks.
   """
   plain = {r["width"]: r["seconds_per_run"] for r in plain_records}
-  overhead = {(r["method"], r["width"]): r["seconds_per_run"] / plain[r["width"]]
-              for r in method_records if r["width"] in plain and r.get("engine_layout", True)}
+  overhead = {
+    (r["method"], r["width"]): r["seconds_per_run"] / plain[r["width"]]
+    for r in method_records
+    if r["width"] in plain and r.get("engine_layout", True)
+  }
   measured = sorted({w for _, w in overhead})
   total, missing = 0.0, []
   for (method, width), runs in overparam_runs().items():
@@ -144,33 +185,54 @@ def project_overparam(method_records: list[dict], plain_records: list[dict]) -> 
       missing.append(method)
       continue
     total += runs * base * overhead[(method, nearest)]
-  return dict(runs=sum(overparam_runs().values()), hours=total / 3600,
-              methods_missing=sorted(set(missing)))
+  return dict(
+    runs=sum(overparam_runs().values()), hours=total / 3600, methods_missing=sorted(set(missing))
+  )
 
 
 def main(argv):
   del argv
   names = FLAGS.methods or list(registry.names())
-  result = dict(machine=dict(platform=platform.platform(), processor=platform.processor(),
-                             cpus=len(jax.devices()), backend=jax.default_backend()),
-                target=FLAGS.target, epochs=FLAGS.epochs, repeats=FLAGS.repeats,
-                command="python -m experiments.bench_pruning " + " ".join(
-                    f"--{k}={v}" for k, v in (("methods", ",".join(FLAGS.methods)),
-                                              ("widths", ",".join(FLAGS.widths)),
-                                              ("narrow_widths", ",".join(FLAGS.narrow_widths)))
-                    if v),
-                methods=[], plain=[])
+  result = dict(
+    machine=dict(
+      platform=platform.platform(),
+      processor=platform.processor(),
+      cpus=len(jax.devices()),
+      backend=jax.default_backend(),
+    ),
+    target=FLAGS.target,
+    epochs=FLAGS.epochs,
+    repeats=FLAGS.repeats,
+    command="python -m experiments.bench_pruning "
+    + " ".join(
+      f"--{k}={v}"
+      for k, v in (
+        ("methods", ",".join(FLAGS.methods)),
+        ("widths", ",".join(FLAGS.widths)),
+        ("narrow_widths", ",".join(FLAGS.narrow_widths)),
+      )
+      if v
+    ),
+    methods=[],
+    plain=[],
+  )
   for width in (int(w) for w in FLAGS.plain_widths):
     record = time_program(None, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats)
     result["plain"].append(record)
-    print(f"plain      w={width:>3}: {record['runs_per_second']:8.2f} runs/s "
-          f"({record['seconds_per_run']:.3f} s/run)", flush=True)
+    print(
+      f"plain      w={width:>3}: {record['runs_per_second']:8.2f} runs/s "
+      f"({record['seconds_per_run']:.3f} s/run)",
+      flush=True,
+    )
   for width in (int(w) for w in FLAGS.widths):
     for name in names:
       record = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats)
       result["methods"].append(record)
-      print(f"{name:<10} w={width:>3}: {record['runs_per_second']:8.2f} runs/s "
-            f"(compile {record['compile_s']:.1f} s)", flush=True)
+      print(
+        f"{name:<10} w={width:>3}: {record['runs_per_second']:8.2f} runs/s "
+        f"(compile {record['compile_s']:.1f} s)",
+        flush=True,
+      )
   result["narrow"] = []
   for width in (int(w) for w in FLAGS.narrow_widths):
     for name in registry.PAPER_METHODS:
@@ -180,18 +242,26 @@ def main(argv):
       if record["layout"] != "dot":  # the old pruning trainer: always batched matmuls
         before = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats, "dot")
         result["methods"].append({**before, "engine_layout": False})
-      entry = dict(method=name, width=width, layout=record["layout"],
-                   runs_per_second=record["runs_per_second"],
-                   dot_runs_per_second=before["runs_per_second"],
-                   speedup=record["runs_per_second"] / before["runs_per_second"])
+      entry = dict(
+        method=name,
+        width=width,
+        layout=record["layout"],
+        runs_per_second=record["runs_per_second"],
+        dot_runs_per_second=before["runs_per_second"],
+        speedup=record["runs_per_second"] / before["runs_per_second"],
+      )
       result["narrow"].append(entry)
-      print(f"{name:<10} w={width:>3}: {entry['runs_per_second']:8.2f} runs/s ({entry['layout']}),"
-            f" {entry['dot_runs_per_second']:8.2f} as before (dot): {entry['speedup']:.2f}x",
-            flush=True)
+      print(
+        f"{name:<10} w={width:>3}: {entry['runs_per_second']:8.2f} runs/s ({entry['layout']}),"
+        f" {entry['dot_runs_per_second']:8.2f} as before (dot): {entry['speedup']:.2f}x",
+        flush=True,
+      )
   result["overparam_projection"] = project_overparam(result["methods"], result["plain"])
   projection = result["overparam_projection"]
-  print(f"overparameterisation family: {projection['runs']} runs, projected "
-        f"{projection['hours']:.1f} h on this machine")
+  print(
+    f"overparameterisation family: {projection['runs']} runs, projected "
+    f"{projection['hours']:.1f} h on this machine"
+  )
   with open(FLAGS.out, "w") as handle:
     json.dump(result, handle, indent=2)
 

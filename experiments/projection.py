@@ -11,7 +11,6 @@ take the next measured width above (pessimistic).
 from __future__ import annotations
 
 import itertools
-import math
 from collections import Counter
 
 from search import enumeration as enum
@@ -41,16 +40,22 @@ def rate_at(width: int, runs_per_second: dict[int, float]) -> float:
   return runs_per_second[above[0] if above else measured[-1]]
 
 
-def project(runs_per_second: dict[int, float], phase2_widths, max_width: int = 16,
-            settings: int = 6) -> dict:
+def project(
+  runs_per_second: dict[int, float], phase2_widths, max_width: int = 16, settings: int = 6
+) -> dict:
   """Projected seconds of phase 1, of the exhaustive phase 2 inside `phase2_widths`, and total."""
   phase1 = phase1_runs_by_width(max_width, settings)
   phase1_seconds = sum(runs / rate_at(width, runs_per_second) for width, runs in phase1.items())
   phase2_runs = phase2_mask_triples(phase2_widths) * settings
   phase2_rate = rate_at(max(phase2_widths), runs_per_second)
   phase2_seconds = phase2_runs / phase2_rate
-  return {"phase1_runs": sum(phase1.values()), "phase1_seconds": phase1_seconds,
-          "phase2_widths": list(phase2_widths), "phase2_runs": phase2_runs,
-          "phase2_runs_per_second": phase2_rate, "phase2_seconds": phase2_seconds,
-          "total_seconds": phase1_seconds + phase2_seconds,
-          "total_hours": (phase1_seconds + phase2_seconds) / 3600}
+  return {
+    "phase1_runs": sum(phase1.values()),
+    "phase1_seconds": phase1_seconds,
+    "phase2_widths": list(phase2_widths),
+    "phase2_runs": phase2_runs,
+    "phase2_runs_per_second": phase2_rate,
+    "phase2_seconds": phase2_seconds,
+    "total_seconds": phase1_seconds + phase2_seconds,
+    "total_hours": (phase1_seconds + phase2_seconds) / 3600,
+  }

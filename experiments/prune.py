@@ -18,14 +18,18 @@ from search.pruning import families
 
 def format_summary(rows) -> str:
   """One line per (method, width, target): runs, best and median accuracy, weight NNZ."""
-  lines = [f"{'method':>10} {'width':>5} {'target':>6} {'setting':>16} {'runs':>4} "
-           f"{'failed':>6} {'best':>7} {'median':>7}  weight_nnz"]
+  lines = [
+    f"{'method':>10} {'width':>5} {'target':>6} {'setting':>16} {'runs':>4} "
+    f"{'failed':>6} {'best':>7} {'median':>7}  weight_nnz"
+  ]
   for r in families.summary_rows(rows):
     nnz = r["weight_nnz"]
     span = "-" if not nnz else str(nnz[0]) if len(nnz) == 1 else f"{nnz[0]}-{nnz[-1]}"
-    lines.append(f"{r['method']:>10} {r['width']:>5} {str(r['target_nnz']):>6} "
-                 f"{r['setting']:>16} {r['runs']:>4} "
-                 f"{r['failed']:>6} {100 * r['best']:>6.2f}% {100 * r['median']:>6.2f}%  {span}")
+    lines.append(
+      f"{r['method']:>10} {r['width']:>5} {str(r['target_nnz']):>6} "
+      f"{r['setting']:>16} {r['runs']:>4} "
+      f"{r['failed']:>6} {100 * r['best']:>6.2f}% {100 * r['median']:>6.2f}%  {span}"
+    )
   return "\n".join(lines)
 
 

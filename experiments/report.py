@@ -23,13 +23,20 @@ from search import report
 
 _WORKDIR = flags.DEFINE_multi_string("workdir", None, "A result-store directory (repeatable).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: FIRST_WORKDIR/report).")
-_INIT_DIR = flags.DEFINE_string("init_dir", "../shared/data",
-                                "Directory of the npz initialisations the runs name.")
-_TARGETS = flags.DEFINE_list("targets", ["95", "99.5"],
-                             "Accuracy targets in percent (the searches' targets are added).")
-_REPRODUCE = flags.DEFINE_integer("reproduce", 0, "Retrain this many stored runs (the drawn "
-                                  "models first) and check that their weights come out bit for "
-                                  "bit.", lower_bound=0)
+_INIT_DIR = flags.DEFINE_string(
+  "init_dir", "../shared/data", "Directory of the npz initialisations the runs name."
+)
+_TARGETS = flags.DEFINE_list(
+  "targets", ["95", "99.5"], "Accuracy targets in percent (the searches' targets are added)."
+)
+_REPRODUCE = flags.DEFINE_integer(
+  "reproduce",
+  0,
+  "Retrain this many stored runs (the drawn "
+  "models first) and check that their weights come out bit for "
+  "bit.",
+  lower_bound=0,
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -38,8 +45,13 @@ def main(argv):
     sys.exit(f"error: unexpected arguments {argv[1:]}")
   try:
     targets = [float(t) / 100 for t in _TARGETS.value]
-    path = report.build_report(_WORKDIR.value, out_dir=_OUT.value, init_dir=_INIT_DIR.value,
-                               targets=targets, reproduce=_REPRODUCE.value)
+    path = report.build_report(
+      _WORKDIR.value,
+      out_dir=_OUT.value,
+      init_dir=_INIT_DIR.value,
+      targets=targets,
+      reproduce=_REPRODUCE.value,
+    )
   except (ValueError, OSError) as error:
     sys.exit(f"error: {error}")
   print(f"report: {path}")

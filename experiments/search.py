@@ -20,8 +20,9 @@ from ml_collections import config_flags
 
 from search import combinatorial, phases
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (experiments/configs/search.py).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Config file (experiments/configs/search.py).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the stores and the answer.")
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split every level into this many shards.")
 _SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "Which shard this process runs.")
@@ -42,11 +43,13 @@ def main(argv):
   shard_index, num_shards = _SHARD_INDEX.value, _NUM_SHARDS.value
   if _DISTRIBUTED.value:
     import jax
+
     jax.distributed.initialize()
     shard_index, num_shards = jax.process_index(), jax.process_count()
   try:
-    search = combinatorial.Search(search_config(_CONFIG.value), _WORKDIR.value,
-                                  shard_index=shard_index, num_shards=num_shards)
+    search = combinatorial.Search(
+      search_config(_CONFIG.value), _WORKDIR.value, shard_index=shard_index, num_shards=num_shards
+    )
     result = search.run()
   except ValueError as error:
     sys.exit(f"error: {error}")

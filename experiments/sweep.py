@@ -14,8 +14,9 @@ from ml_collections import config_flags
 from cubist import engine, summary
 from search.pruning import registry
 
-CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (see experiments/configs/).",
-                                         lock_config=True)
+CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Config file (see experiments/configs/).", lock_config=True
+)
 WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the results store.")
 NUM_SHARDS = flags.DEFINE_integer("num_shards", 1, "Split the sweep into this many shards.")
 SHARD_INDEX = flags.DEFINE_integer("shard_index", 0, "Which shard this process runs.")
@@ -27,19 +28,26 @@ def main(build_specs: Callable, format_rows: Callable[[list[dict]], str]) -> Cal
 
   Bad input (a ValueError from the specs, the engine or the store) is a one-line error.
   """
+
   def run(argv):
     del argv
     config = CONFIG.value
     try:
       specs = build_specs(config)
-      with engine.run(specs, WORKDIR.value, sweep_name=config.name,
-                      fingerprint=summary.config_fingerprint(config),
-                      shard_index=SHARD_INDEX.value, num_shards=NUM_SHARDS.value,
-                      methods=registry.get) as results:
+      with engine.run(
+        specs,
+        WORKDIR.value,
+        sweep_name=config.name,
+        fingerprint=summary.config_fingerprint(config),
+        shard_index=SHARD_INDEX.value,
+        num_shards=NUM_SHARDS.value,
+        methods=registry.get,
+      ) as results:
         rows = results.rows()
         path = results.path
     except ValueError as error:
       raise SystemExit(f"error: {error}") from None
     print(format_rows(rows))
     print(f"\n{len(rows)} runs in {path}")
+
   return run

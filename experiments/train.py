@@ -23,12 +23,23 @@ from experiments import sweep
 def grid_specs(config) -> list[ExperimentSpec]:
   """Every (widths, seed, lr, schedule) combination of the config."""
   return [
-      ExperimentSpec(seed=int(seed), lr=float(lr), schedule=schedule, width=int(config.width),
-                     widths=tuple(int(d) for d in widths), epochs=int(config.epochs),
-                     batch_size=int(config.batch_size), init=config.init,
-                     shared_order=bool(config.shared_order), family="train", repeat=repeat)
-      for widths, (repeat, seed), lr, schedule in itertools.product(
-          config.widths, enumerate(config.seeds), config.lrs, config.schedules)]
+    ExperimentSpec(
+      seed=int(seed),
+      lr=float(lr),
+      schedule=schedule,
+      width=int(config.width),
+      widths=tuple(int(d) for d in widths),
+      epochs=int(config.epochs),
+      batch_size=int(config.batch_size),
+      init=config.init,
+      shared_order=bool(config.shared_order),
+      family="train",
+      repeat=repeat,
+    )
+    for widths, (repeat, seed), lr, schedule in itertools.product(
+      config.widths, enumerate(config.seeds), config.lrs, config.schedules
+    )
+  ]
 
 
 def format_rows(rows) -> str:

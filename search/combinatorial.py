@@ -28,12 +28,21 @@ from typing import Iterable
 
 import numpy as np
 
-from cubist import engine, masks as mask_ops, mlp
+from cubist import engine, mlp
+from cubist import masks as mask_ops
 from cubist import store as store_ops
 from cubist.mlp import Layer
 from cubist.specs import ExperimentSpec
-from search.phases import (PHASE1, PHASE2, SearchConfig, level_mask_triples, parse_mask_config,
-                           phase1_levels, phase1_specs, phase2_levels, phase2_specs, settings)
+from search.phases import (
+  SearchConfig,
+  level_mask_triples,
+  parse_mask_config,
+  phase1_levels,
+  phase1_specs,
+  phase2_levels,
+  phase2_specs,
+  settings,
+)
 
 # --- Driving the phases -------------------------------------------------------
 
@@ -41,6 +50,7 @@ from search.phases import (PHASE1, PHASE2, SearchConfig, level_mask_triples, par
 @dataclasses.dataclass
 class Candidate:
   """Best result of one candidate (a width triple or a mask) over its settings."""
+
   label: str
   best_accuracy: float
   best_row: dict
@@ -63,9 +73,17 @@ def best_by_candidate(rows: Iterable[dict], key) -> dict[str, Candidate]:
 class Search:
   """Runs both phases into one workdir; resumable and shardable."""
 
-  def __init__(self, config: SearchConfig, workdir, shard_index: int = 0, num_shards: int = 1,
-               plan: engine.ChunkPlan = engine.ChunkPlan(), progress_stream=None,
-               log=print, poll_seconds: float = 5.0):
+  def __init__(
+    self,
+    config: SearchConfig,
+    workdir,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    plan: engine.ChunkPlan = engine.ChunkPlan(),
+    progress_stream=None,
+    log=print,
+    poll_seconds: float = 5.0,
+  ):
     config.validate()
     if not 0 <= shard_index < num_shards:
       raise ValueError(f"shard_index={shard_index} must be in 0..{num_shards - 1}")
@@ -78,10 +96,16 @@ class Search:
 
   # The store of this shard, and a merged view of every shard's rows.
   def _train(self, specs: list[ExperimentSpec]) -> None:
-    store = engine.run(specs, self.workdir, sweep_name=self.name,
-                       fingerprint=self.config.fingerprint(), plan=self.plan,
-                       shard_index=self.shard_index, num_shards=self.num_shards,
-                       progress_stream=self.progress_stream)
+    store = engine.run(
+      specs,
+      self.workdir,
+      sweep_name=self.name,
+      fingerprint=self.config.fingerprint(),
+      plan=self.plan,
+      shard_index=self.shard_index,
+      num_shards=self.num_shards,
+      progress_stream=self.progress_stream,
+    )
     store.close()
 
   def _store_paths(self) -> list[Path]:
@@ -122,21 +146,33 @@ class Search:
         continue
       specs = phase1_specs(config, [t for _, ts in pending for t in ts])
       self._train(specs)
-      candidates = best_by_candidate(self._rows_for(specs),
-                                     lambda r: (r["d1"], r["d2"], r["d3"]))
+      candidates = best_by_candidate(self._rows_for(specs), lambda r: (r["d1"], r["d2"], r["d3"]))
       group, pending = pending, []
       reaching = []
       for count, triples in group:
         accuracies = [candidates[t].best_accuracy for t in triples]
         reached = [t for t in triples if candidates[t].best_accuracy >= config.target]
-        table.append({"dense_params": count, "triples": len(triples),
-                      "best_accuracy": float(np.nanmax(accuracies)), "reached": len(reached)})
+        table.append(
+          {
+            "dense_params": count,
+            "triples": len(triples),
+            "best_accuracy": float(np.nanmax(accuracies)),
+            "reached": len(reached),
+          }
+        )
         for best in sorted(reached, key=lambda t: (-candidates[t].best_accuracy, t)):
-          reaching.append({"widths": best, "dense_params": count,
-                           "accuracy": candidates[best].best_accuracy,
-                           "row": _public_row(candidates[best].best_row)})
-      self.log(f"phase 1: dense params <= {group[-1][0]}: best accuracy "
-               f"{max(r['best_accuracy'] for r in table[-len(group):]):.4f}")
+          reaching.append(
+            {
+              "widths": best,
+              "dense_params": count,
+              "accuracy": candidates[best].best_accuracy,
+              "row": _public_row(candidates[best].best_row),
+            }
+          )
+      self.log(
+        f"phase 1: dense params <= {group[-1][0]}: best accuracy "
+        f"{max(r['best_accuracy'] for r in table[-len(group) :]):.4f}"
+      )
       yield from reaching
 
   def phase1(self) -> dict:
@@ -170,19 +206,33 @@ class Search:
       best = max(candidates.values(), key=lambda c: (np.nan_to_num(c.best_accuracy, nan=-1),))
       reached = [c for c in candidates.values() if c.best_accuracy >= config.target]
       weight_nnz = level + widths[2]
-      table.append({"hidden_nnz": level, "weight_nnz": weight_nnz,
-                    "model_nnz": weight_nnz + sum(widths) + 1, "masks": len(candidates),
-                    "runs": len(specs), "best_accuracy": best.best_accuracy,
-                    "best_mask_config": best.label, "reached": len(reached)})
-      self.log(f"phase 2: weight nnz {weight_nnz}: {len(candidates)} masks, best accuracy "
-               f"{best.best_accuracy:.4f} ({best.label}), {len(reached)} reach {config.target:g}")
+      table.append(
+        {
+          "hidden_nnz": level,
+          "weight_nnz": weight_nnz,
+          "model_nnz": weight_nnz + sum(widths) + 1,
+          "masks": len(candidates),
+          "runs": len(specs),
+          "best_accuracy": best.best_accuracy,
+          "best_mask_config": best.label,
+          "reached": len(reached),
+        }
+      )
+      self.log(
+        f"phase 2: weight nnz {weight_nnz}: {len(candidates)} masks, best accuracy "
+        f"{best.best_accuracy:.4f} ({best.label}), {len(reached)} reach {config.target:g}"
+      )
       if reached and answer is None:
         winner = sorted(reached, key=lambda c: (-c.best_accuracy, parse_mask_config(c.label)))[0]
         self._winner_row = winner.best_row  # with its weights, for save_model
-        answer = {"widths": tuple(widths), "mask_config": winner.label,
-                  "accuracy": winner.best_accuracy, "weight_nnz": winner.best_row["weight_nnz"],
-                  "model_nnz": winner.best_row["model_nnz"],
-                  "row": _public_row(winner.best_row)}
+        answer = {
+          "widths": tuple(widths),
+          "mask_config": winner.label,
+          "accuracy": winner.best_accuracy,
+          "weight_nnz": winner.best_row["weight_nnz"],
+          "model_nnz": winner.best_row["model_nnz"],
+          "row": _public_row(winner.best_row),
+        }
         if not config.all_levels:
           break
     return {**(answer or {"mask_config": None}), "levels": table}
@@ -197,20 +247,26 @@ class Search:
       phase2 = self.phase2(tuple(widths))
       attempts.append({"widths": tuple(widths), "mask_config": phase2.get("mask_config")})
       result["phase2"] = phase2
-      if (phase2.get("mask_config") or not config.phase1_fallback
-          or len(attempts) > config.max_fallbacks):
+      if (
+        phase2.get("mask_config")
+        or not config.phase1_fallback
+        or len(attempts) > config.max_fallbacks
+      ):
         break
       following = next(self._phase1_walk, None)
       widths = following and following["widths"]
       if widths is not None:
-        self.log(f"phase 2 found no mask inside {attempts[-1]['widths']}; phase-1 fallback "
-                 f"to the next reaching widths {widths}")
+        self.log(
+          f"phase 2 found no mask inside {attempts[-1]['widths']}; phase-1 fallback "
+          f"to the next reaching widths {widths}"
+        )
     result["phase2_attempts"] = attempts
     if self.shard_index == 0:
       (self.workdir / "search.json").write_text(json.dumps(result, indent=2, default=_jsonable))
       if result.get("phase2", {}).get("mask_config"):
-        result["model_path"] = str(save_model(self.config, result["phase2"], self._winner_row,
-                                              self.workdir))
+        result["model_path"] = str(
+          save_model(self.config, result["phase2"], self._winner_row, self.workdir)
+        )
     return result
 
 
@@ -241,15 +297,26 @@ def save_model(config: SearchConfig, answer: dict, row: dict, workdir) -> Path:
   padded = mask_ops.occupied_width(spec.masks())
   initial = _first(engine.initial_params([spec], padded))
   arrays = {}
-  for prefix, tree in (("init", mlp.pad_params(initial, config.width)),
-                       ("trained", store_ops.row_params(row, config.width)),
-                       ("mask", store_ops.row_masks(row))):
+  for prefix, tree in (
+    ("init", mlp.pad_params(initial, config.width)),
+    ("trained", store_ops.row_params(row, config.width)),
+    ("mask", store_ops.row_masks(row)),
+  ):
     arrays.update({f"{prefix}_{k}": v for k, v in mlp.to_numpy_dict(tree).items()})
   arrays = {k: (v.astype(bool) if k.startswith("mask_") else v) for k, v in arrays.items()}
   path = Path(workdir) / f"sparsest_{config.target:g}.npz"
-  np.savez(path, **arrays, accuracy=row["accuracy"], seed=row["seed"], lr=row["lr"],
-           schedule=row["schedule"], mask_config=row["mask_config"], exp_id=row["exp_id"],
-           weight_nnz=answer["weight_nnz"], model_nnz=answer["model_nnz"])
+  np.savez(
+    path,
+    **arrays,
+    accuracy=row["accuracy"],
+    seed=row["seed"],
+    lr=row["lr"],
+    schedule=row["schedule"],
+    mask_config=row["mask_config"],
+    exp_id=row["exp_id"],
+    weight_nnz=answer["weight_nnz"],
+    model_nnz=answer["model_nnz"],
+  )
   return path
 
 
@@ -266,28 +333,41 @@ def format_result(result: dict) -> str:
   if phase1.get("widths") is None:
     lines.append(f"phase 1: no width triple reaches {target:g}")
     return "\n".join(lines)
-  lines.append(f"phase 1: widths {tuple(phase1['widths'])}"
-               + (f" (dense params {phase1.get('dense_params')}, best accuracy "
-                  f"{phase1.get('accuracy', float('nan')):.4f})" if not phase1.get("given") else
-                  " (given)"))
+  lines.append(
+    f"phase 1: widths {tuple(phase1['widths'])}"
+    + (
+      f" (dense params {phase1.get('dense_params')}, best accuracy "
+      f"{phase1.get('accuracy', float('nan')):.4f})"
+      if not phase1.get("given")
+      else " (given)"
+    )
+  )
   if result["config"].get("phase1_only"):
     lines.append("phase 2 not run (phase1_only)")
     return "\n".join(lines)
   for attempt in result.get("phase2_attempts", [])[:-1]:
-    lines.append(f"phase 2 inside {tuple(attempt['widths'])}: no mask reaches {target:g}; "
-                 "phase-1 fallback to the next reaching widths")
+    lines.append(
+      f"phase 2 inside {tuple(attempt['widths'])}: no mask reaches {target:g}; "
+      "phase-1 fallback to the next reaching widths"
+    )
   phase2 = result.get("phase2", {})
   lines.append(f"phase 2 levels (widths {tuple(phase2.get('widths') or phase1['widths'])}):")
-  lines.append(f"  {'weight_nnz':>10} {'model_nnz':>9} {'masks':>6} {'runs':>6} "
-               f"{'best_acc':>9} {'reached':>7}  best mask")
+  lines.append(
+    f"  {'weight_nnz':>10} {'model_nnz':>9} {'masks':>6} {'runs':>6} "
+    f"{'best_acc':>9} {'reached':>7}  best mask"
+  )
   for level in phase2.get("levels", []):
-    lines.append(f"  {level['weight_nnz']:>10} {level['model_nnz']:>9} {level['masks']:>6} "
-                 f"{level['runs']:>6} {level['best_accuracy']:>9.4f} {level['reached']:>7}"
-                 f"  {level['best_mask_config']}")
+    lines.append(
+      f"  {level['weight_nnz']:>10} {level['model_nnz']:>9} {level['masks']:>6} "
+      f"{level['runs']:>6} {level['best_accuracy']:>9.4f} {level['reached']:>7}"
+      f"  {level['best_mask_config']}"
+    )
   if phase2.get("mask_config"):
-    lines.append(f"sparsest model reaching {target:g}: widths {tuple(phase2['widths'])}, masks "
-                 f"{phase2['mask_config']}, accuracy {phase2['accuracy']:.4f}, weight nnz "
-                 f"{phase2['weight_nnz']}, model nnz {phase2['model_nnz']}")
+    lines.append(
+      f"sparsest model reaching {target:g}: widths {tuple(phase2['widths'])}, masks "
+      f"{phase2['mask_config']}, accuracy {phase2['accuracy']:.4f}, weight nnz "
+      f"{phase2['weight_nnz']}, model nnz {phase2['model_nnz']}"
+    )
   else:
     lines.append(f"phase 2: no mask reaches {target:g}")
   return "\n".join(lines)

@@ -59,14 +59,17 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 import numpy as np
 
 __all__ = [
-    "nnz_range", "layer_masks", "count_layer_masks", "all_layer_masks", "mask_from_index",
-    "index_of_mask",
+  "nnz_range",
+  "layer_masks",
+  "count_layer_masks",
+  "all_layer_masks",
+  "mask_from_index",
+  "index_of_mask",
 ]
 
 # Enumeration works on rows stored as int64 bin() values; the top-row superset
@@ -91,7 +94,9 @@ def _check_shape(rows, cols) -> tuple[int, int]:
 
 def _check_nnz(rows: int, cols: int, nnz) -> int:
   if isinstance(nnz, bool) or int(nnz) != nnz or not max(rows, cols) <= nnz <= rows * cols:
-    raise ValueError(f"nnz={nnz!r} is outside {max(rows, cols)}..{rows * cols} for a {rows}x{cols} layer")
+    raise ValueError(
+      f"nnz={nnz!r} is outside {max(rows, cols)}..{rows * cols} for a {rows}x{cols} layer"
+    )
   return int(nnz)
 
 
@@ -130,8 +135,9 @@ def _budget_sequences(rows: int, cap: int, total: int) -> list[tuple[int, ...]]:
 @lru_cache(maxsize=None)
 def _candidates(cols: int, budget: int) -> np.ndarray:
   """bin() values of the rows with `budget` ones, in itertools.combinations order."""
-  values = [sum(1 << (cols - 1 - j) for j in combo)
-            for combo in itertools.combinations(range(cols), budget)]
+  values = [
+    sum(1 << (cols - 1 - j) for j in combo) for combo in itertools.combinations(range(cols), budget)
+  ]
   out = np.asarray(values, np.int64)
   out.flags.writeable = False
   return out
@@ -148,8 +154,10 @@ def _supersets(required: int, budget: int, cols: int) -> np.ndarray:
   need = budget - bin(required).count("1")
   if need < 0:
     return np.zeros(0, np.int64)
-  values = [required | sum(1 << (cols - 1 - j) for j in combo)
-            for combo in itertools.combinations(free, need)]
+  values = [
+    required | sum(1 << (cols - 1 - j) for j in combo)
+    for combo in itertools.combinations(free, need)
+  ]
   return np.asarray(values, np.int64)
 
 
@@ -167,8 +175,8 @@ def _join_row(partial, cover, cand, equal_budget, budget_above, full):
   step = max(1, _JOIN_CHUNK // max(n_cand, 1))
   pieces, covers = [], []
   for start in range(0, len(partial), step):
-    block = partial[start:start + step]
-    block_cover = cover[start:start + step]
+    block = partial[start : start + step]
+    block_cover = cover[start : start + step]
     b_idx = np.repeat(np.arange(len(block)), n_cand)
     x = np.tile(cand, len(block))
     new_cover = block_cover[b_idx] | x
@@ -216,8 +224,14 @@ def _enumerate_budget(budgets: tuple[int, ...], cols: int) -> np.ndarray:
   partial = _candidates(cols, budgets[-1])[:, None].copy()
   cover = partial[:, 0].copy()
   for r in range(rows - 2, 0, -1):
-    partial, cover = _join_row(partial, cover, _candidates(cols, budgets[r]),
-                               budgets[r] == budgets[r + 1], sum(budgets[:r]), full)
+    partial, cover = _join_row(
+      partial,
+      cover,
+      _candidates(cols, budgets[r]),
+      budgets[r] == budgets[r + 1],
+      sum(budgets[:r]),
+      full,
+    )
     if not len(partial):
       return np.zeros((0, rows), np.int64)
   return _top_row(partial, cover, budgets[0], budgets[0] == budgets[1], cols, full)
@@ -230,8 +244,10 @@ def _layer_bins(rows: int, cols: int, nnz: int) -> np.ndarray:
     raise ValueError(f"cannot materialise masks with cols={cols} > {_MAX_ENUM_COLS}")
   count = _count(rows, cols, nnz)
   if count > _MAX_ENUM_MASKS:
-    raise ValueError(f"{count} masks at {rows}x{cols}, nnz={nnz} are too many to materialise "
-                     f"(limit {_MAX_ENUM_MASKS}); use count_layer_masks")
+    raise ValueError(
+      f"{count} masks at {rows}x{cols}, nnz={nnz} are too many to materialise "
+      f"(limit {_MAX_ENUM_MASKS}); use count_layer_masks"
+    )
   blocks = [_enumerate_budget(b, cols) for b in _budget_sequences(rows, cols, nnz)]
   out = np.concatenate(blocks) if blocks else np.zeros((0, rows), np.int64)
   out.flags.writeable = False
@@ -298,7 +314,7 @@ def _multiset_table(rows: int, cols: int) -> tuple[tuple[int, ...], ...]:
       for t in range(1, rows + 1):
         if k * t > max_n:
           break
-        new[t:, k * t:] += dp[:rows + 1 - t, :max_n + 1 - k * t] * math.comb(m + t - 1, t)
+        new[t:, k * t :] += dp[: rows + 1 - t, : max_n + 1 - k * t] * math.comb(m + t - 1, t)
       dp = new
     table.append(tuple(int(v) for v in dp[rows]))
   return tuple(table)
@@ -334,7 +350,9 @@ def mask_from_index(rows: int, cols: int, nnz: int, index: int) -> np.ndarray:
   nnz = _check_nnz(rows, cols, nnz)
   count = _count(rows, cols, nnz)
   if isinstance(index, bool) or int(index) != index or not 0 <= index < count:
-    raise ValueError(f"index={index!r} is outside 0..{count - 1} for a {rows}x{cols} layer at nnz={nnz}")
+    raise ValueError(
+      f"index={index!r} is outside 0..{count - 1} for a {rows}x{cols} layer at nnz={nnz}"
+    )
   return _bins_to_masks(_layer_bins(rows, cols, nnz)[int(index)], cols)
 
 
@@ -355,8 +373,10 @@ def index_of_mask(mask) -> int:
     raise ValueError("mask has an empty row or column, so it is not in the enumeration")
   keys = list(zip(mask.sum(axis=1).tolist(), _row_bins(mask)))
   if any(a < b for a, b in zip(keys, keys[1:])):
-    raise ValueError("mask is not canonical: rows must be sorted by nnz, then bin(), descending "
-                     "(use canonical_layer)")
+    raise ValueError(
+      "mask is not canonical: rows must be sorted by nnz, then bin(), descending "
+      "(use canonical_layer)"
+    )
   bins = _layer_bins(rows, cols, int(mask.sum()))
   target = np.asarray([k[1] for k in keys], np.int64)
   hits = np.flatnonzero((bins == target).all(axis=1))

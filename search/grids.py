@@ -19,8 +19,10 @@ CAP_W2 = {"random": 3, "fixed": 6}
 PRUNING_LRS = (0.05, 0.1, 0.2)
 OVERPARAM_WIDTHS = (3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256)
 OVERPARAM_TARGETS = tuple(range(15, 27)) + (30, 33, 37, 40, 44, 50, 53, 55, 57, 60, 65)
-FIXED_TARGETS = {0.95: tuple(range(15, 27)),
-                 0.995: (16, 18, 20, 22, 24, 25, 26, 27, 28, 29, 30, 32, 34, 36)}
+FIXED_TARGETS = {
+  0.95: tuple(range(15, 27)),
+  0.995: (16, 18, 20, 22, 24, 25, 26, 27, 28, 29, 30, 32, 34, 36),
+}
 FIXED_REPEATS = 5
 
 # State of Sparsity at width 16 (§F): weight targets from 95% to 50% sparse.

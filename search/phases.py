@@ -23,7 +23,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from cubist import masks as mask_ops, mlp, specs as spec_ops
+from cubist import masks as mask_ops
+from cubist import mlp
+from cubist import specs as spec_ops
 from cubist.mlp import Layer
 from cubist.semantics import SEMANTICS_VERSION
 from cubist.specs import ExperimentSpec
@@ -49,6 +51,7 @@ class SearchConfig:
   canonical: train one representative per hidden-unit relabelling class (§D.4;
     exact only under a random init).
   """
+
   target: float
   width: int = 16
   max_width: int = 16
@@ -94,8 +97,9 @@ class SearchConfig:
         raise ValueError(f"lr={lr} must be > 0")
     if self.repeats < 1:
       raise ValueError(f"repeats={self.repeats} must be >= 1")
-    probe = ExperimentSpec(seed=0, lr=self.lrs[0], epochs=self.epochs, width=self.width,
-                           init=self.init)
+    probe = ExperimentSpec(
+      seed=0, lr=self.lrs[0], epochs=self.epochs, width=self.width, init=self.init
+    )
     for schedule in self.schedules:
       spec_ops.validate(dataclasses.replace(probe, schedule=schedule))
 
@@ -116,10 +120,17 @@ def settings(config: SearchConfig):
 
 def _spec(config: SearchConfig, family: str, label: str, lr, schedule, repeat, **fields):
   return ExperimentSpec(
-      seed=spec_ops.run_seed(family, label, lr, schedule, repeat, spec_ops.init_id(config.init)),
-      lr=float(lr), schedule=schedule, width=config.width, epochs=config.epochs,
-      init=config.init, shared_order=config.shared_order, family=family, repeat=repeat,
-      **fields)
+    seed=spec_ops.run_seed(family, label, lr, schedule, repeat, spec_ops.init_id(config.init)),
+    lr=float(lr),
+    schedule=schedule,
+    width=config.width,
+    epochs=config.epochs,
+    init=config.init,
+    shared_order=config.shared_order,
+    family=family,
+    repeat=repeat,
+    **fields,
+  )
 
 
 # --- Phase 1 ----------------------------------------------------------------
@@ -136,9 +147,11 @@ def phase1_levels(config: SearchConfig) -> list[tuple[int, list[tuple[int, int, 
 
 
 def phase1_specs(config: SearchConfig, triples) -> list[ExperimentSpec]:
-  return [_spec(config, PHASE1, "x".join(map(str, triple)), lr, schedule, repeat,
-                widths=tuple(triple))
-          for triple in triples for lr, schedule, repeat in settings(config)]
+  return [
+    _spec(config, PHASE1, "x".join(map(str, triple)), lr, schedule, repeat, widths=tuple(triple))
+    for triple in triples
+    for lr, schedule, repeat in settings(config)
+  ]
 
 
 # --- Phase 2 ----------------------------------------------------------------
@@ -195,8 +208,9 @@ def network_masks(widths, triple, full_width: int) -> mlp.Params:
   unit has an outgoing edge because no column is empty) and on the classifier.
   """
   d1, d2, d3 = widths
-  blocks = [enum.mask_from_index(*shape, n, i)
-            for shape, (n, i) in zip(layer_shapes(widths), triple)]
+  blocks = [
+    enum.mask_from_index(*shape, n, i) for shape, (n, i) in zip(layer_shapes(widths), triple)
+  ]
   structured = mask_ops.structured_masks(widths, full_width)
   layers = []
   for l, layer in enumerate(structured):
@@ -213,16 +227,30 @@ def network_masks(widths, triple, full_width: int) -> mlp.Params:
 def phase2_specs(config: SearchConfig, widths, triples) -> list[ExperimentSpec]:
   triples = list(triples)
   if config.canonical:
-    keys = [tuple(network_masks(widths, t, config.width)[l].weight[:widths[l], :cols]
-                  for l, cols in enumerate((mlp.INPUT_DIM, widths[0], widths[1])))
-            for t in triples]
+    keys = [
+      tuple(
+        network_masks(widths, t, config.width)[l].weight[: widths[l], :cols]
+        for l, cols in enumerate((mlp.INPUT_DIM, widths[0], widths[1]))
+      )
+      for t in triples
+    ]
     triples = [triples[i] for i in symmetry.network_representatives(keys)]
   specs = []
   for triple in triples:
     label = mask_config_label(triple)
     masks = network_masks(widths, triple, config.width)
     for lr, schedule, repeat in settings(config):
-      specs.append(_spec(config, PHASE2, f"{widths}:{label}", lr, schedule, repeat,
-                         mask=masks, mask_config=label,
-                         target_nnz=sum(n for n, _ in triple) + widths[2]))
+      specs.append(
+        _spec(
+          config,
+          PHASE2,
+          f"{widths}:{label}",
+          lr,
+          schedule,
+          repeat,
+          mask=masks,
+          mask_config=label,
+          target_nnz=sum(n for n, _ in triple) + widths[2],
+        )
+      )
   return specs

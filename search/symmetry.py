@@ -64,8 +64,12 @@ def _layer2_colours(type1, w2, w3) -> list[int]:
   sizes = None
   while True:
     n1 = _relabel([(c1[i], tuple(sorted(c2[j] for j in out1[i]))) for i in range(len(c1))])
-    n2 = _relabel([(c2[j], tuple(sorted(c1[i] for i in in2[j])), tuple(sorted(c3[m] for m in out2[j])))
-                   for j in range(d2)])
+    n2 = _relabel(
+      [
+        (c2[j], tuple(sorted(c1[i] for i in in2[j])), tuple(sorted(c3[m] for m in out2[j])))
+        for j in range(d2)
+      ]
+    )
     n3 = _relabel([(c3[m], tuple(sorted(c2[j] for j in in3[m]))) for m in range(d3)])
     new_sizes = (len(set(n1)), len(set(n2)), len(set(n3)))
     c1, c2, c3 = n1, n2, n3
@@ -89,7 +93,7 @@ def _multiset_permutations(items: list) -> Iterable[tuple]:
     while items[j] <= items[i]:
       j -= 1
     items[i], items[j] = items[j], items[i]
-    items[i + 1:] = reversed(items[i + 1:])
+    items[i + 1 :] = reversed(items[i + 1 :])
 
 
 def _layer2_orderings(w2, w3, colours) -> np.ndarray:
@@ -107,8 +111,10 @@ def _layer2_orderings(w2, w3, colours) -> np.ndarray:
     counts = [len(v) for v in by_label.values()]
     total *= math.factorial(len(members)) // math.prod(math.factorial(c) for c in counts)
     if total > _MAX_NETWORK_ORDERINGS:
-      raise ValueError(f"network too symmetric for the exact canonical form "
-                       f"(> {_MAX_NETWORK_ORDERINGS} layer-2 orderings)")
+      raise ValueError(
+        f"network too symmetric for the exact canonical form "
+        f"(> {_MAX_NETWORK_ORDERINGS} layer-2 orderings)"
+      )
     options = []
     for seq in _multiset_permutations(labels):
       pools = {lab: iter(units) for lab, units in by_label.items()}
@@ -145,13 +151,15 @@ def canonical_network(w1_mask, w2_mask, w3_mask) -> tuple:
   w3 = as_bool_matrix(w3_mask, "w3_mask")
   d1, d2, d3 = w1.shape[0], w2.shape[0], w3.shape[0]
   if w1.shape[1] != 2 or w2.shape[1] != d1 or w3.shape[1] != d2:
-    raise ValueError(f"mask shapes {w1.shape}, {w2.shape}, {w3.shape} are not (d1,2), (d2,d1), (d3,d2)")
+    raise ValueError(
+      f"mask shapes {w1.shape}, {w2.shape}, {w3.shape} are not (d1,2), (d2,d1), (d3,d2)"
+    )
   if d2 > 60:
     raise ValueError(f"d2={d2} is too wide for the canonical encoding")
   type1 = (w1[:, 0].astype(np.int64) << 1) | w1[:, 1].astype(np.int64)
   orders = _layer2_orderings(w2, w3, _layer2_colours(type1.tolist(), w2, w3))
   weights = np.int64(1) << np.arange(d2 - 1, -1, -1, dtype=np.int64)
-  w2p = w2[orders].astype(np.int64)                                   # (K, d2, d1)
+  w2p = w2[orders].astype(np.int64)  # (K, d2, d1)
   desc1 = np.einsum("kji,j->ki", w2p, weights) + (type1 << d2)[None]  # (K, d1)
   desc3 = np.einsum("mkj,j->km", w3[:, orders].astype(np.int64), weights)  # (K, d3)
   keys = np.concatenate([np.sort(desc1, axis=1), np.sort(desc3, axis=1)], axis=1)

@@ -14,8 +14,15 @@ from cubist import engine, train
 from cubist.mlp import Layer
 
 
-def stored_row(spec, status: str = "ok", accuracy: float = 0.5, loss: float = 0.1,
-               params=None, layout: str = "dot", **overrides) -> dict:
+def stored_row(
+  spec,
+  status: str = "ok",
+  accuracy: float = 0.5,
+  loss: float = 0.1,
+  params=None,
+  layout: str = "dot",
+  **overrides,
+) -> dict:
   """The row of `spec` trained to `params` (default: 0.5 on every mask entry).
 
   status "diverged" makes the parameters NaN; "failed" sets the method's failed
@@ -23,16 +30,25 @@ def stored_row(spec, status: str = "ok", accuracy: float = 0.5, loss: float = 0.
   """
   masks = spec.masks()
   if params is None:
-    params = tuple(Layer(np.where(m.weight, 0.5, 0.0).astype(np.float32),
-                         np.where(m.bias, 0.5, 0.0).astype(np.float32)) for m in masks)
+    params = tuple(
+      Layer(
+        np.where(m.weight, 0.5, 0.0).astype(np.float32),
+        np.where(m.bias, 0.5, 0.0).astype(np.float32),
+      )
+      for m in masks
+    )
   if status == "diverged":
     params = jax.tree.map(lambda a: np.full_like(a, np.nan), params)
   stack = lambda tree: jax.tree.map(lambda a: np.asarray(a)[None], tree)
   result = train.TrainResult(
-      params=stack(params), masks=stack(masks), accuracy=np.array([accuracy], np.float32),
-      loss=np.array([np.nan if status == "diverged" else loss], np.float32),
-      epoch_loss=np.zeros((1, spec.epochs), np.float32), step_loss=None,
-      failed=np.array([status == "failed"]))
+    params=stack(params),
+    masks=stack(masks),
+    accuracy=np.array([accuracy], np.float32),
+    loss=np.array([np.nan if status == "diverged" else loss], np.float32),
+    epoch_loss=np.zeros((1, spec.epochs), np.float32),
+    step_loss=None,
+    failed=np.array([status == "failed"]),
+  )
   (row,) = engine.result_rows([spec], result, 0.0, layout)
   row["accuracy"] = accuracy  # exactly, not through float32
   row.update(overrides)

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cubist import data, engine, mlp, specs as spec_ops, train
+from cubist import data, engine, mlp, train
 from cubist import masks as mask_ops
+from cubist import specs as spec_ops
 from cubist.specs import ExperimentSpec
 from cubist.store import SweepMismatchError
 
@@ -21,8 +22,12 @@ SMALL_PLAN = engine.ChunkPlan(chunk_sizes=((10_000, 4),))
 
 
 def grid(seeds=(0, 1, 2), widths=((3, 3, 3), (2, 3, 2))):
-  return [dataclasses.replace(BASE, seed=s, widths=w, schedule=sch)
-          for s in seeds for w in widths for sch in ("constant", "cosine")]
+  return [
+    dataclasses.replace(BASE, seed=s, widths=w, schedule=sch)
+    for s in seeds
+    for w in widths
+    for sch in ("constant", "cosine")
+  ]
 
 
 def run(specs, workdir, **kwargs):
@@ -95,21 +100,39 @@ def test_result_does_not_depend_on_chunk_or_bucket_company(tmp_path):
   assert together["loss"] == alone["loss"]
 
 
-def test_slicing_to_the_occupied_width_is_exact():
-  """A (3,3,3) network trained sliced to width 3 equals it trained at width 16."""
-  spec = dataclasses.replace(BASE, seed=4)
+def _trained_at(spec, width, formulation):
   x, y = (jnp.asarray(a) for a in data.cubist_spiral())
-  results = {}
-  for width, formulation in ((16, "dot"), (3, "dot"), (3, "unit")):
-    inputs = engine.chunk_inputs([spec], width)
-    static = train.TrainStatic(width=width, epochs=1, formulation=formulation)
-    result = train.make_train(static)(x, y, inputs)
-    results[(width, formulation)] = (float(result.accuracy[0]), float(result.loss[0]),
-                                     mlp.slice_params(jax.device_get(result.params), 3))
-  reference = results[(16, "dot")]
-  for key, (accuracy, loss, params) in results.items():
-    assert accuracy == pytest.approx(reference[0], abs=2e-4), key
-    assert loss == pytest.approx(reference[1], rel=1e-4), key
+  inputs = engine.chunk_inputs([spec], width)
+  static = train.TrainStatic(width=width, epochs=1, formulation=formulation)
+  result = jax.device_get(train.make_train(static)(x, y, inputs))
+  return result.accuracy[0], result.loss[0], mlp.slice_params(result.params, 3)
+
+
+def test_slicing_to_the_occupied_width_is_exact_in_the_unit_layout():
+  """A (3,3,3) network trained at width 3 and at width 6: the same bits.
+
+  In the per-unit layout each unit's input sum runs over its inputs in index
+  order, so the inert units' terms (exact zeros) come after the live ones and
+  change no partial sum; everything else is independent of the width.
+  """
+  spec = dataclasses.replace(BASE, seed=4)
+  narrow, wide = _trained_at(spec, 3, "unit"), _trained_at(spec, 6, "unit")
+  assert narrow[0] == wide[0] and narrow[1] == wide[1]
+  for a, b in zip(jax.tree.leaves(narrow[2]), jax.tree.leaves(wide[2])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_slicing_agrees_up_to_matmul_rounding_in_the_dot_layout():
+  """Width 3 and width 16 in the batched-matmul layout agree to float rounding, not bits:
+  XLA's dot kernels block an inner product by its length, so adding exact zeros changes
+  how the live terms are associated. (The engine trains each network at one width, so
+  its results do not depend on this.)"""
+  spec = dataclasses.replace(BASE, seed=4)
+  reference = _trained_at(spec, 16, "dot")
+  for width, formulation in ((3, "dot"), (3, "unit")):
+    accuracy, loss, params = _trained_at(spec, width, formulation)
+    assert accuracy == pytest.approx(reference[0], abs=2e-4)
+    assert loss == pytest.approx(reference[1], rel=1e-4)
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(reference[2])):
       np.testing.assert_allclose(a, b, atol=2e-4)
 
@@ -129,10 +152,15 @@ def test_explicit_unstructured_mask(tmp_path):
   row = by_id(run([spec], tmp_path))[spec.exp_id()]
   assert row["weight_nnz"] == 6 + 8 + 6 + 2
   assert (row["d1"], row["d2"], row["d3"]) == (3, 3, 2)
-  assert spec.exp_id() != dataclasses.replace(spec, mask=mask_ops.structured_masks((3, 3, 2), 16)).exp_id()
+  assert (
+    spec.exp_id()
+    != dataclasses.replace(spec, mask=mask_ops.structured_masks((3, 3, 2), 16)).exp_id()
+  )
 
 
-@pytest.mark.parametrize("change, field", [
+@pytest.mark.parametrize(
+  "change, field",
+  [
     (dict(schedule="linear"), "schedule"),
     (dict(lr=0.0), "lr"),
     (dict(lr=-1.0), "lr"),
@@ -142,12 +170,14 @@ def test_explicit_unstructured_mask(tmp_path):
     (dict(width=0, widths=None), "width"),
     (dict(data_order="random"), "data_order"),
     (dict(init="/nonexistent/init.npz"), "init file"),
-])
+  ],
+)
 def test_bad_specs_fail_in_one_line_before_compiling(tmp_path, change, field):
   trained = []
   with pytest.raises(ValueError) as error:
-    run([BASE, dataclasses.replace(BASE, **change)], tmp_path,
-        on_chunk=lambda *a: trained.append(a))
+    run(
+      [BASE, dataclasses.replace(BASE, **change)], tmp_path, on_chunk=lambda *a: trained.append(a)
+    )
   message = str(error.value)
   assert field in message and "\n" not in message and message.startswith("spec 1:")
   assert not trained and not (tmp_path / "results.sqlite").exists()

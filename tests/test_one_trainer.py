@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cubist import engine, store as store_ops
+from cubist import engine
+from cubist import store as store_ops
 from cubist.specs import ExperimentSpec
-from search import combinatorial as comb
 from search import phases
 from search.pruning import registry
 
@@ -45,23 +45,29 @@ def _runs():
   return json.loads(FIXTURE.read_text())["runs"]
 
 
-@pytest.mark.parametrize("index", range(len(_runs())),
-                         ids=[r["spec"].get("method", "plain") + f"-{i}"
-                              for i, r in enumerate(_runs())])
+@pytest.mark.parametrize(
+  "index",
+  range(len(_runs())),
+  ids=[r["spec"].get("method", "plain") + f"-{i}" for i, r in enumerate(_runs())],
+)
 def test_replays_a_run_of_the_old_trainers_bit_for_bit(index, tmp_path):
   recorded = _runs()[index]
   spec = _spec(recorded["spec"])
   if spec.init != "random" and not Path(spec.init).is_file():
     pytest.skip(f"{spec.init} is not here")
   # The old pruning trainer always used "dot"; plain training used the plan's layout.
-  plan = (engine.ChunkPlan() if registry.is_plain(spec.method)
-          else engine.ChunkPlan(unit_max_width=0))
-  with engine.run([spec], tmp_path, plan=plan, methods=registry.get,
-                  progress_stream=io.StringIO()) as store:
+  plan = (
+    engine.ChunkPlan() if registry.is_plain(spec.method) else engine.ChunkPlan(unit_max_width=0)
+  )
+  with engine.run(
+    [spec], tmp_path, plan=plan, methods=registry.get, progress_stream=io.StringIO()
+  ) as store:
     (row,) = store.rows()
   assert row["status"] == "ok"
-  assert engine.train_static(engine.bucket_key(spec, registry.get), plan).formulation == \
-      recorded["formulation"]
+  assert (
+    engine.train_static(engine.bucket_key(spec, registry.get), plan).formulation
+    == recorded["formulation"]
+  )
   assert row["accuracy"] == recorded["accuracy"]
   assert row["loss"] == pytest.approx(recorded["loss"], rel=0, abs=0)
   width = recorded["occupied_width"]

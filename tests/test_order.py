@@ -49,8 +49,9 @@ def test_feistel_positions_are_uniform_across_keys():
   """
   num_points, batch, keys = 2560, 128, 4000
   round_keys = jax.random.bits(jax.random.PRNGKey(11), (keys, order.FEISTEL_ROUNDS), jnp.uint32)
-  images = np.asarray(jax.vmap(lambda k: order.feistel_permute(k, jnp.arange(num_points),
-                                                               num_points))(round_keys))
+  images = np.asarray(
+    jax.vmap(lambda k: order.feistel_permute(k, jnp.arange(num_points), num_points))(round_keys)
+  )
   positions = np.argsort(images, axis=1)  # position of each index
   for index in (0, 1, 2, 640, 2559):
     counts = np.bincount(positions[:, index] // batch, minlength=num_points // batch)
@@ -77,7 +78,10 @@ def sort_order(run_key):
 
 
 def test_epoch_batches_shape_and_partition(sort_order):
-  assert sort_order.shape == (3, data.BATCHES_PER_EPOCH, data.BATCH_SIZE) and sort_order.dtype == np.int32
+  assert (
+    sort_order.shape == (3, data.BATCHES_PER_EPOCH, data.BATCH_SIZE)
+    and sort_order.dtype == np.int32
+  )
   for e in range(3):
     flat = sort_order[e].ravel()
     assert flat.min() >= 0 and flat.max() < data.NUM_POINTS
@@ -95,7 +99,9 @@ def test_batch_order_consistent_and_deterministic(run_key, sort_order):
   other = np.asarray(order.sorted_epoch_batches(order.epoch_key(jax.random.key(1), 0)))
   assert not np.array_equal(sort_order[0], other)
   # A traced epoch index (as inside lax.scan) gives the same key as a Python int.
-  traced = jax.jit(lambda k, e: order.sorted_epoch_batches(order.epoch_key(k, e)))(run_key, jnp.int32(2))
+  traced = jax.jit(lambda k, e: order.sorted_epoch_batches(order.epoch_key(k, e)))(
+    run_key, jnp.int32(2)
+  )
   np.testing.assert_array_equal(sort_order[2], np.asarray(traced))
 
 
@@ -130,7 +136,9 @@ def _radix_rounds_reference(key, n):
 @pytest.mark.parametrize("n", [5, 1000, data.NUM_POINTS])
 def test_permutation_is_stable_radix_sort_by_random_fields(n):
   key = jax.random.key(n)
-  np.testing.assert_array_equal(np.asarray(order.uniform_permutation(key, n)), _radix_rounds_reference(key, n))
+  np.testing.assert_array_equal(
+    np.asarray(order.uniform_permutation(key, n)), _radix_rounds_reference(key, n)
+  )
 
 
 def test_permutation_is_uniform_on_small_n():
@@ -148,8 +156,10 @@ def test_feistel_orders_are_pinned():
   """Stores resume by exp_id, so the order of a (key, epoch) must never change
   silently: a change to the Feistel network must come with a new data_order name."""
   import hashlib
-  batches = np.asarray(order.epoch_batches(order.epoch_key(jax.random.PRNGKey(0), 3),
-                                           data.NUM_POINTS, 128, "feistel"))
+
+  batches = np.asarray(
+    order.epoch_batches(order.epoch_key(jax.random.PRNGKey(0), 3), data.NUM_POINTS, 128, "feistel")
+  )
   assert batches[0, :6].tolist() == [3398, 38388, 2309, 47342, 23278, 39800]
   assert batches[389, -3:].tolist() == [27004, 23548, 19234]
   assert hashlib.sha1(batches.tobytes()).hexdigest() == "8313514838b9ebc170f694a2a4cacc8c5063e94b"
@@ -162,11 +172,16 @@ def test_feistel_has_no_structure_along_the_domain_split():
   keys = 800
   num_points, batch = data.NUM_POINTS, 128
   run_keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(keys))
+
   def positions(epoch):
-    round_keys = jax.vmap(lambda k: order.epoch_state(order.epoch_key(k, epoch), num_points,
-                                                      batch, "feistel"))(run_keys)
-    images = jax.vmap(lambda k: order.feistel_permute(k, jnp.arange(num_points), num_points))(round_keys)
+    round_keys = jax.vmap(
+      lambda k: order.epoch_state(order.epoch_key(k, epoch), num_points, batch, "feistel")
+    )(run_keys)
+    images = jax.vmap(lambda k: order.feistel_permute(k, jnp.arange(num_points), num_points))(
+      round_keys
+    )
     return np.asarray(jnp.argsort(images, axis=1))
+
   first, second = positions(0), positions(1)
   chance = (batch - 1) / (num_points - 1)
   for offset in (1, 2, 133, 134, 135, 373, 374):

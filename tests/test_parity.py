@@ -128,8 +128,14 @@ def _row(tree, i: int):
 
 
 def _static(formulation: str, width: int, order_method: str) -> train.TrainStatic:
-  return train.TrainStatic(width=width, epochs=EPOCHS, num_points=NUM_POINTS, order=order_method,
-                           formulation=formulation, record_step_losses=True)
+  return train.TrainStatic(
+    width=width,
+    epochs=EPOCHS,
+    num_points=NUM_POINTS,
+    order=order_method,
+    formulation=formulation,
+    record_step_losses=True,
+  )
 
 
 def _key(schedule: str, offset: int = 0) -> jax.Array:
@@ -159,10 +165,12 @@ def jax_runs(subset):
     m = _dead_unit_masks(width)
     n = len(schedules.SCHEDULES)
     inputs = train.TrainInputs(
-        key=jnp.stack([_key(s) for s in schedules.SCHEDULES]),
-        lr=jnp.full((n,), LR, jnp.float32),
-        schedule=jnp.asarray([schedules.schedule_id(s) for s in schedules.SCHEDULES], jnp.int32),
-        params=_stack(params, n), masks=_stack(m, n))
+      key=jnp.stack([_key(s) for s in schedules.SCHEDULES]),
+      lr=jnp.full((n,), LR, jnp.float32),
+      schedule=jnp.asarray([schedules.schedule_id(s) for s in schedules.SCHEDULES], jnp.int32),
+      params=_stack(params, n),
+      masks=_stack(m, n),
+    )
     trainer = train.make_train(_static(formulation, width, order_method))
     result = trainer(jnp.asarray(xs), jnp.asarray(ys), inputs)
     runs[case] = (params, m, jax.device_get(result))
@@ -172,8 +180,17 @@ def jax_runs(subset):
 def _oracle(subset, params, m, schedule: str, order_method: str, key: jax.Array | None = None):
   xs, ys = subset
   batches = _trainer_order(_key(schedule) if key is None else key, order_method)
-  return tr.train_reference(mlp.to_numpy_dict(params), [layer.weight for layer in m],
-                            [layer.bias for layer in m], xs, ys, batches, LR, schedule, EPOCHS)
+  return tr.train_reference(
+    mlp.to_numpy_dict(params),
+    [layer.weight for layer in m],
+    [layer.bias for layer in m],
+    xs,
+    ys,
+    batches,
+    LR,
+    schedule,
+    EPOCHS,
+  )
 
 
 # --------------------------------------------------------------------------- tests
@@ -195,18 +212,30 @@ def test_batch_orders_are_fresh_drop_last_permutations(order_method):
   assert len({batches[e].tobytes() for e in range(EPOCHS)}) == EPOCHS
   if order_method == "sort":  # the exact-uniform order is order.sorted_epoch_batches per epoch
     np.testing.assert_array_equal(
-        batches, np.stack([np.asarray(order.sorted_epoch_batches(order.epoch_key(_key("cosine"), e), num_points=NUM_POINTS)) for e in range(EPOCHS)]))
+      batches,
+      np.stack(
+        [
+          np.asarray(
+            order.sorted_epoch_batches(order.epoch_key(_key("cosine"), e), num_points=NUM_POINTS)
+          )
+          for e in range(EPOCHS)
+        ]
+      ),
+    )
 
 
 @pytest.mark.parametrize("schedule", schedules.SCHEDULES)
 def test_learning_rates_match_torch_schedulers(schedule):
   for epochs in (EPOCHS, 50):
-    ours = np.asarray(schedules.learning_rates(jnp.asarray([LR], jnp.float32),
-                                               jnp.asarray([schedules.schedule_id(schedule)]),
-                                               epochs))[0]
+    ours = np.asarray(
+      schedules.learning_rates(
+        jnp.asarray([LR], jnp.float32), jnp.asarray([schedules.schedule_id(schedule)]), epochs
+      )
+    )[0]
     # float32 factors: (1 + cos) near the end of the cosine loses a few ulp to cancellation.
-    np.testing.assert_allclose(ours, tr.lr_schedule(LR, schedule, epochs), rtol=1e-6,
-                               atol=1e-7 * LR)
+    np.testing.assert_allclose(
+      ours, tr.lr_schedule(LR, schedule, epochs), rtol=1e-6, atol=1e-7 * LR
+    )
 
 
 @pytest.mark.parametrize("schedule", schedules.SCHEDULES)
@@ -224,17 +253,21 @@ def test_step_losses_and_final_state_match_oracle(jax_runs, subset, case, schedu
   assert ours.shape == theirs.shape == (EPOCHS * steps_per_epoch,)
   rel = np.abs(ours - theirs) / np.abs(theirs)
   per_epoch = rel.reshape(EPOCHS, -1).max(axis=1)
-  print(f"\n[parity] {'-'.join(map(str, case))} {schedule}: max rel step-loss diff "
-        f"{rel.max():.3g} (step {int(rel.argmax())}); per epoch "
-        f"{np.array2string(per_epoch, precision=2)}; loss {theirs[0]:.4f} -> {theirs[-1]:.4f}")
+  print(
+    f"\n[parity] {'-'.join(map(str, case))} {schedule}: max rel step-loss diff "
+    f"{rel.max():.3g} (step {int(rel.argmax())}); per epoch "
+    f"{np.array2string(per_epoch, precision=2)}; loss {theirs[0]:.4f} -> {theirs[-1]:.4f}"
+  )
   bad = np.flatnonzero(rel > STEP_RTOL)
   assert bad.size == 0, (
-      f"{case}/{schedule}: {bad.size} steps exceed rel {STEP_RTOL}; first at step "
-      f"{bad[0]} (epoch {bad[0] // steps_per_epoch}), rel {rel[bad[0]]:.3g}")
+    f"{case}/{schedule}: {bad.size} steps exceed rel {STEP_RTOL}; first at step "
+    f"{bad[0]} (epoch {bad[0] // steps_per_epoch}), rel {rel[bad[0]]:.3g}"
+  )
   # Not vacuous: the loss went down and the weights moved well beyond the tolerance.
   assert theirs[-steps_per_epoch:].mean() < theirs[:steps_per_epoch].mean()
-  np.testing.assert_allclose(np.asarray(result.epoch_loss[i]),
-                             theirs.reshape(EPOCHS, -1).mean(axis=1), rtol=STEP_RTOL)
+  np.testing.assert_allclose(
+    np.asarray(result.epoch_loss[i]), theirs.reshape(EPOCHS, -1).mean(axis=1), rtol=STEP_RTOL
+  )
 
   # Final parameters; masked entries exactly zero on both sides, active ones not.
   final = _row(result.params, i)
@@ -248,14 +281,17 @@ def test_step_losses_and_final_state_match_oracle(jax_runs, subset, case, schedu
       assert np.all(a[~keep] == 0) and np.all(b[~keep] == 0), f"layer{layer}_{kind}"
       assert np.all(a[keep] != 0), f"layer{layer}_{kind}: an active entry is exactly 0"
   assert int(masks.model_nnz(final)) == sum(int(np.sum(t)) for t in jax.tree.leaves(m))
-  moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b) * np.asarray(k))))
-              for a, b, k in zip(jax.tree.leaves(final), jax.tree.leaves(params),
-                                 jax.tree.leaves(m)))
+  moved = max(
+    float(np.max(np.abs(np.asarray(a) - np.asarray(b) * np.asarray(k))))
+    for a, b, k in zip(jax.tree.leaves(final), jax.tree.leaves(params), jax.tree.leaves(m))
+  )
   assert moved > 1e-2, moved
 
   # Final evaluation on the subset (accuracy: at most one point may flip).
-  print(f"[parity]   final params max abs diff {worst:.3g} (moved {moved:.3g}); loss {float(result.loss[i]):.6f} vs "
-        f"{ref['loss']:.6f}; accuracy {float(result.accuracy[i]):.5f} vs {ref['accuracy']:.5f}")
+  print(
+    f"[parity]   final params max abs diff {worst:.3g} (moved {moved:.3g}); loss {float(result.loss[i]):.6f} vs "
+    f"{ref['loss']:.6f}; accuracy {float(result.accuracy[i]):.5f} vs {ref['accuracy']:.5f}"
+  )
   np.testing.assert_allclose(float(result.loss[i]), ref["loss"], rtol=1e-4)
   assert abs(float(result.accuracy[i]) - ref["accuracy"]) <= 1.0 / NUM_POINTS + 1e-7
 
@@ -269,7 +305,7 @@ def test_parity_check_is_sensitive(jax_runs, subset):
   # Cosine and constant share the lr of epoch 1, so they agree until epoch 2 starts.
   constant = _oracle(subset, params, m, "constant", case[2], key=_key("cosine"))["losses"]
   rel = np.abs(ours - constant) / np.abs(constant)
-  assert rel[:steps_per_epoch + 1].max() <= STEP_RTOL
+  assert rel[: steps_per_epoch + 1].max() <= STEP_RTOL
   assert rel.max() > 100 * STEP_RTOL
   shuffled = _oracle(subset, params, m, "cosine", case[2], key=_key("cosine", 100))["losses"]
   assert (np.abs(ours - shuffled) / np.abs(shuffled)).max() > 100 * STEP_RTOL

@@ -19,17 +19,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(config: str, workdir: Path, *overrides: str) -> str:
-  command = [sys.executable, "-m", "experiments.prune", f"--config={config}",
-             f"--workdir={workdir}", *overrides]
+  command = [
+    sys.executable,
+    "-m",
+    "experiments.prune",
+    f"--config={config}",
+    f"--workdir={workdir}",
+    *overrides,
+  ]
   done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-2000:]
   return done.stdout
 
 
-@pytest.mark.parametrize("family, overrides, methods", [
-    ("overparam,quick", ("--config.widths=(4,)", "--config.targets=(20,)"),
-     registry.PAPER_METHODS),
-    ("sos,quick", ("--config.targets=(40,)",), registry.SOS_METHODS)])
+@pytest.mark.parametrize(
+  "family, overrides, methods",
+  [
+    ("overparam,quick", ("--config.widths=(4,)", "--config.targets=(20,)"), registry.PAPER_METHODS),
+    ("sos,quick", ("--config.targets=(40,)",), registry.SOS_METHODS),
+  ],
+)
 def test_every_method_runs_from_the_quick_config(tmp_path, family, overrides, methods):
   out = _run(f"experiments/configs/prune.py:{family}", tmp_path, "--config.epochs=1", *overrides)
   rows = store_ops.merge_stores(store_ops.find_stores(tmp_path))
@@ -43,9 +52,13 @@ def test_every_method_runs_from_the_quick_config(tmp_path, family, overrides, me
 
 
 def test_unknown_method_is_a_one_line_error(tmp_path):
-  command = [sys.executable, "-m", "experiments.prune",
-             "--config=experiments/configs/prune.py:overparam,quick,methods=imp+snp",
-             f"--workdir={tmp_path}"]
+  command = [
+    sys.executable,
+    "-m",
+    "experiments.prune",
+    "--config=experiments/configs/prune.py:overparam,quick,methods=imp+snp",
+    f"--workdir={tmp_path}",
+  ]
   done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert done.returncode != 0
   assert "unknown pruning method 'snp'; known: imp, lth" in done.stderr

@@ -25,10 +25,12 @@ import pytest
 
 from cubist import masks as mask_ops
 from cubist import mlp
-from cubist.mlp import Layer
-from search.pruning import at_init as A
-from search.pruning import select
 from cubist.method import Hyper, MethodStatic
+from cubist.mlp import Layer
+from search import grids
+from search.pruning import at_init as A
+from search.pruning import counts as C
+from search.pruning import select
 
 REFERENCE = MethodStatic(count_mode="reference", random_init=False)
 EXACT = MethodStatic(count_mode="exact", random_init=False)
@@ -78,13 +80,19 @@ def _init(seed, width):
   layers = []
   for weight_shape, bias_shape in mlp.layer_shapes(width):
     bound = 1.0 / math.sqrt(weight_shape[1])
-    layers.append(Layer(rng.uniform(-bound, bound, weight_shape).astype(np.float32),
-                        rng.uniform(-bound, bound, bias_shape).astype(np.float32)))
+    layers.append(
+      Layer(
+        rng.uniform(-bound, bound, weight_shape).astype(np.float32),
+        rng.uniform(-bound, bound, bias_shape).astype(np.float32),
+      )
+    )
   return tuple(layers)
 
 
 def _dense_masks(params):
-  return tuple(Layer(np.ones(np.shape(l.weight), bool), np.ones(np.shape(l.bias), bool)) for l in params)
+  return tuple(
+    Layer(np.ones(np.shape(l.weight), bool), np.ones(np.shape(l.bias), bool)) for l in params
+  )
 
 
 def _dense_masks_at(width):
@@ -106,8 +114,14 @@ def _weight_nnz(params):
 
 def _hyper(name, f, num_weights, static, lr=0.1):
   counts = A.METHODS[name].host_counts(f, num_weights, static)
-  return Hyper(target_nnz=jnp.int32(f), lr=jnp.float32(lr), strength=jnp.float32(0),
-               threshold=jnp.float32(0), counts=jnp.asarray(counts), num_weights=jnp.int32(num_weights))
+  return Hyper(
+    target_nnz=jnp.int32(f),
+    lr=jnp.float32(lr),
+    strength=jnp.float32(0),
+    threshold=jnp.float32(0),
+    counts=jnp.asarray(counts),
+    num_weights=jnp.int32(num_weights),
+  )
 
 
 def _chain(a, b, w2, w3, w4, biases=(0.0, 0.0, 0.0, 0.0)):
@@ -116,8 +130,10 @@ def _chain(a, b, w2, w3, w4, biases=(0.0, 0.0, 0.0, 0.0)):
   Zero-padded into width-5 arrays (§I), the shapes the other tests compile for.
   """
   weights = ([[a, b]], [[w2]], [[w3]], [[w4]])
-  params = tuple(Layer(np.asarray(w, np.float32), np.asarray([bias], np.float32))
-                 for w, bias in zip(weights, biases))
+  params = tuple(
+    Layer(np.asarray(w, np.float32), np.asarray([bias], np.float32))
+    for w, bias in zip(weights, biases)
+  )
   return _padded(params, _dense_masks(params), WIDTH)
 
 
@@ -158,9 +174,15 @@ def test_snip_hand_case_keeps_ties_in_reference_and_exactly_f_in_exact():
   params, masks = _chain(**SNIP_CHAIN)
   x, y = _rows((1.0, 3.0)), np.zeros(NUM_POINTS, np.float32)
   key = jax.random.PRNGKey(0)
-  np.testing.assert_array_equal(_live(_snip_scores(params, x[:128], y[:128]), masks), [0.5, 1.5, 2, 2, 2])
+  np.testing.assert_array_equal(
+    _live(_snip_scores(params, x[:128], y[:128]), masks), [0.5, 1.5, 2, 2, 2]
+  )
+
   def kept(f, static):
-    return _kept(_at_init("snip", static)(key, params, masks, x, y, _hyper("snip", f, 5, static))[1])
+    return _kept(
+      _at_init("snip", static)(key, params, masks, x, y, _hyper("snip", f, 5, static))[1]
+    )
+
   # f = 4: k = 4, the 4th largest is 1.5 -> W1[0, 0] goes.
   np.testing.assert_array_equal(_live(kept(4, REFERENCE), masks), [False, True, True, True, True])
   # f = 2: the 2nd largest is 2, tied three ways: the reference keeps all three (>=).
@@ -193,7 +215,7 @@ def _grasp_chain_scores(theta, halves, temperature=200.0):
     hess_z[2, 4] = hess_z[4, 2] = w3 * u
     hess_z[3, 4] = hess_z[4, 3] = w2 * u
     s = 1.0 / (1.0 + math.exp(-p * u / temperature))
-    terms.append(((s - label) / temperature, s * (1 - s) / temperature ** 2, grad_z, hess_z))
+    terms.append(((s - label) / temperature, s * (1 - s) / temperature**2, grad_z, hess_z))
   g = sum(d1 * grad_z for d1, _, grad_z, _ in terms)
   hg = sum(d2 * grad_z * (grad_z @ g) + d1 * hess_z @ g for d1, d2, grad_z, hess_z in terms)
   return -np.asarray(theta) * hg
@@ -252,13 +274,22 @@ def test_synflow_hand_case_off_by_one_and_signs():
 ITERATIVE_CHAIN = dict(a=1.0, b=1.0, w2=2.0, w3=0.5, w4=1.0, biases=(0.0, 0.25, 0.5, -4.625))
 
 
-@pytest.mark.parametrize("revive, expected", [(False, [False, False, False, True, True]),
-                                              (True, [True, False, False, False, True])])
+@pytest.mark.parametrize(
+  "revive, expected",
+  [(False, [False, False, False, True, True]), (True, [True, False, False, False, True])],
+)
 def test_iter_snip_and_force_hand_case(revive, expected):
   params, masks = _chain(**ITERATIVE_CHAIN)
   batches_x = np.stack([_rows((1.0, 3.0), 4), _rows((5.0, 1.0), 4)])
-  keep, history = _iterative_masks(params, _kept(masks), batches_x, np.zeros((2, 4), np.float32),
-                                   np.asarray([5, 3], np.int32), count_mode="reference", revive=revive)
+  keep, history = _iterative_masks(
+    params,
+    _kept(masks),
+    batches_x,
+    np.zeros((2, 4), np.float32),
+    np.asarray([5, 3], np.int32),
+    count_mode="reference",
+    revive=revive,
+  )
   np.testing.assert_allclose(_live(history[0], masks), [0.5, 1.5, 2.0, 2.0625, 2.3125], rtol=1e-6)
   step2 = _live(history[1], masks)
   first = 5.0 if revive else 0.0
@@ -271,7 +302,9 @@ def test_prospr_hand_case_with_zero_lr_is_snip_on_the_meta_batch():
   params, masks = _chain(**ITERATIVE_CHAIN)
   # Inner batches arbitrary; with lr = 0 the fast weights never move, so
   # dL_meta/dc = W * dL/dW on the last batch: 1/2 (1, 3, 4, 4.125, 4.625).
-  batches_x = np.stack([_rows(point, 128) for point in ((5.0, 1.0), (2.0, 2.0), (0.5, 1.0), (1.0, 3.0))])
+  batches_x = np.stack(
+    [_rows(point, 128) for point in ((5.0, 1.0), (2.0, 2.0), (0.5, 1.0), (1.0, 3.0))]
+  )
   batches_y = np.asarray([[1.0] * 128, [0.0] * 128, [1.0] * 128, [0.0] * 128], np.float32)
   scores = _prospr_scores(params, batches_x, batches_y, jnp.float32(0.0))
   np.testing.assert_allclose(_live(scores, masks), [0.5, 1.5, 2.0, 2.0625, 2.3125], rtol=1e-6)
@@ -335,12 +368,19 @@ def test_xavier_fans_come_from_the_run_width_when_padded():
   params = _init(0, 4)
   key = jax.random.PRNGKey(1)
   padded = _jit(A.xavier_normal_from_masks)(key, *_padded(params, _dense_masks(params), 7))
-  noises = _jit(lambda k: [jax.random.normal(layer_key, layer.weight.shape)
-                           for layer_key, layer in zip(jax.random.split(k, 4), padded)])(key)
+  noises = _jit(
+    lambda k: [
+      jax.random.normal(layer_key, layer.weight.shape)
+      for layer_key, layer in zip(jax.random.split(k, 4), padded)
+    ]
+  )(key)
   for index, (fan_in, fan_out) in enumerate(((2, 4), (4, 4), (4, 4), (4, 1))):
     weight, noise = np.asarray(padded[index].weight), np.asarray(noises[index])
-    np.testing.assert_allclose(weight[:fan_out, :fan_in],
-                               math.sqrt(2 / (fan_in + fan_out)) * noise[:fan_out, :fan_in], rtol=1e-6)
+    np.testing.assert_allclose(
+      weight[:fan_out, :fan_in],
+      math.sqrt(2 / (fan_in + fan_out)) * noise[:fan_out, :fan_in],
+      rtol=1e-6,
+    )
     assert np.count_nonzero(weight) == fan_in * fan_out  # padded entries stay 0
 
 
@@ -352,7 +392,9 @@ def test_random_family_trains_from_xavier_weights_fixed_family_does_not(name):
   key = jax.random.PRNGKey(9)
   xavier = mlp.xavier_normal_weights(jax.random.fold_in(key, 0), params)
   for static, source in ((RANDOM, xavier), (REFERENCE, params)):
-    new_params, new = _at_init(name, static)(key, params, masks, x, y, _hyper(name, TARGET, N_WIDTH, static))
+    new_params, new = _at_init(name, static)(
+      key, params, masks, x, y, _hyper(name, TARGET, N_WIDTH, static)
+    )
     expected = select.apply_weight_keep(source, new)
     for got, want in zip(new_params, expected):
       np.testing.assert_allclose(got.weight, want.weight, rtol=1e-6)
@@ -366,6 +408,7 @@ def test_random_family_trains_from_xavier_weights_fixed_family_does_not(name):
 def oracle():
   pytest.importorskip("torch")
   from third_party import torch_pruning_reference
+
   return torch_pruning_reference
 
 
@@ -406,8 +449,9 @@ def test_synflow_matches_oracle(oracle, network):
   params, numpy_params, x, y, key = network
   result = oracle.synflow_prune(numpy_params, TARGET)
   _assert_scores_close(_synflow_scores(params), result["scores"][0])
-  _, new = _at_init("synflow", REFERENCE)(key, params, _dense_masks(params), x, y,
-                                          _hyper("synflow", TARGET, N_WIDTH, REFERENCE))
+  _, new = _at_init("synflow", REFERENCE)(
+    key, params, _dense_masks(params), x, y, _hyper("synflow", TARGET, N_WIDTH, REFERENCE)
+  )
   np.testing.assert_array_equal(_kept(new), result["keep"])
   for got, want in zip(new, result["bias_masks"]):
     np.testing.assert_array_equal(got.bias, want)
@@ -417,13 +461,21 @@ def test_synflow_matches_oracle(oracle, network):
 @pytest.mark.parametrize("variant", ["iter_snip", "force"])
 def test_iterative_methods_match_oracle(oracle, network, variant):
   params, numpy_params, x, y, key = network
-  indices = np.stack([np.asarray(A.shuffled_prefix(jax.random.fold_in(key, s), NUM_POINTS, 128))
-                      for s in range(10)])
+  indices = np.stack(
+    [np.asarray(A.shuffled_prefix(jax.random.fold_in(key, s), NUM_POINTS, 128)) for s in range(10)]
+  )
   batches_x, batches_y = np.asarray(x)[indices], np.asarray(y)[indices]
   result = oracle.iterative_prune(numpy_params, batches_x, batches_y, TARGET, variant)
   counts = jnp.asarray(A.iterative_host_counts(TARGET, N_WIDTH, REFERENCE))
-  keep, history = _iterative_masks(params, jnp.ones(N_WIDTH, bool), batches_x, batches_y, counts,
-                                   count_mode="reference", revive=variant == "force")
+  keep, history = _iterative_masks(
+    params,
+    jnp.ones(N_WIDTH, bool),
+    batches_x,
+    batches_y,
+    counts,
+    count_mode="reference",
+    revive=variant == "force",
+  )
   for step_scores, step_expected in zip(np.asarray(history), result["scores"]):
     _assert_scores_close(step_scores, step_expected)
   keep = np.asarray(keep) & (_flat(params) != 0)
@@ -442,8 +494,9 @@ def test_prospr_matches_oracle(oracle, network):
   for width in (3, 4):
     weight_masks = _unit_zero_without_outgoing(width)
     dense = _dense_masks_at(width)
-    for got, want in zip(A.prospr_bias_masks(weight_masks, dense, False),
-                         oracle.prospr_bias_masks(weight_masks)):
+    for got, want in zip(
+      A.prospr_bias_masks(weight_masks, dense, False), oracle.prospr_bias_masks(weight_masks)
+    ):
       np.testing.assert_array_equal(got, want)
 
 
@@ -453,18 +506,24 @@ def test_prospr_matches_oracle(oracle, network):
 # §H "Float truncation examples" (target -> kept count before the strict-threshold
 # effect): SNIP k, GraSP N - R, FORCE K_10, ProsPr ceil(...).
 H_EXAMPLES = {
-    (4, 15): {"snip": 14, "force": 14, "grasp": 15},
-    (5, 19): {"grasp": 20, "prospr": 20},
-    (6, 16): {"prospr": 17, "force": 15},
-    (8, 21): {"prospr": 22},
+  (4, 15): {"snip": 14, "force": 14, "grasp": 15},
+  (5, 19): {"grasp": 20, "prospr": 20},
+  (6, 16): {"prospr": 17, "force": 15},
+  (8, 21): {"prospr": 22},
 }
 
 
 def _nominal(name, f, n, static):
   """The count a method's formula asks for at the end (before any strict-threshold effect)."""
   counts = A.METHODS[name].host_counts(f, n, static)
-  return {"snip": counts[0], "grasp": n - counts[0], "synflow": n - counts[-1],
-          "iter_snip": counts[-1], "force": counts[-1], "prospr": counts[0]}[name]
+  return {
+    "snip": counts[0],
+    "grasp": n - counts[0],
+    "synflow": n - counts[-1],
+    "iter_snip": counts[-1],
+    "force": counts[-1],
+    "prospr": counts[0],
+  }[name]
 
 
 def test_host_counts_reproduce_the_examples_of_section_h():
@@ -473,7 +532,18 @@ def test_host_counts_reproduce_the_examples_of_section_h():
     for name, count in expected.items():
       assert _nominal(name, f, n, REFERENCE) == count, (name, width, f)
   # §E.5 and §E.6 worked schedules at N = 560, f = 20.
-  assert list(A.iterative_host_counts(20, 560, REFERENCE)) == [401, 287, 206, 147, 105, 75, 54, 38, 27, 20]
+  assert list(A.iterative_host_counts(20, 560, REFERENCE)) == [
+    401,
+    287,
+    206,
+    147,
+    105,
+    75,
+    54,
+    38,
+    27,
+    20,
+  ]
   kept = 560 - A.synflow_host_counts(20, 560, REFERENCE)
   assert (kept[0], kept[1], kept[49], kept[-1]) == (542, 524, 106, 20)
   for name in METHOD_NAMES:  # exact schedules end at exactly f
@@ -492,6 +562,7 @@ def _tie_free_count(name, count_mode):
   score is 0 for zeroed weights, as its real score is; Iter-SNIP's is 0 for
   pruned weights (its working copy zeroes them); FORCE scores every weight.
   """
+
   def count(scores, step_scores, signs, params, masks, counts, num_weights):
     valid = select.flat_weights(masks)
     if name == "snip":
@@ -502,15 +573,21 @@ def _tie_free_count(name, count_mode):
       keep = select.keep_top_k(scores, counts[0], valid)
     elif name == "synflow":
       score_fn = lambda p: scores * (select.flat_weights(p) != 0)
-      keep = select.flat_weights(A.synflow_masks(params, masks, counts, num_weights, count_mode,
-                                                 score_fn)[1])
+      keep = select.flat_weights(
+        A.synflow_masks(params, masks, counts, num_weights, count_mode, score_fn)[1]
+      )
     else:
       revive = name == "force"
-      score_fn = ((lambda p, keep, bx, by: bx) if revive
-                  else (lambda p, keep, bx, by: jnp.where(keep, bx, 0.0)))
-      keep, _ = A.iterative_masks(params, valid, step_scores, jnp.zeros((10, 1)), counts,
-                                  count_mode, revive, score_fn)
+      score_fn = (
+        (lambda p, keep, bx, by: bx)
+        if revive
+        else (lambda p, keep, bx, by: jnp.where(keep, bx, 0.0))
+      )
+      keep, _ = A.iterative_masks(
+        params, valid, step_scores, jnp.zeros((10, 1)), counts, count_mode, revive, score_fn
+      )
     return jnp.sum(keep)
+
   return _jit(count)
 
 
@@ -524,20 +601,26 @@ def _measured_on_tie_free_scores(name, width, f, static, seed=0):
   scores = (rng.permutation(size) + 1.0).astype(np.float32)  # distinct, positive
   step_scores = np.stack([rng.permutation(size) + 1.0 for _ in range(10)]).astype(np.float32)
   signs = rng.choice([-1.0, 1.0], size).astype(np.float32)
-  return int(_tie_free_count(name, static.count_mode)(scores, step_scores, signs, params, masks,
-                                                      counts, np.int32(n)))
+  return int(
+    _tie_free_count(name, static.count_mode)(
+      scores, step_scores, signs, params, masks, counts, np.int32(n)
+    )
+  )
 
 
-# Reference kept count without ties, from the formulas (§E.10): SNIP k; GraSP N - R;
-# SynFlow N - P_100 - 1 and Iter-SNIP/FORCE K_10 - 1 (strict >); ProsPr the ceil count.
-STRICT_OFF_BY_ONE = {"synflow", "iter_snip", "force"}
+# The overparameterisation grid at the widths whose arrays fit COUNT_ARRAY_WIDTH.
+COUNT_GRID = [
+  (w, f) for w in (3, 4, 5, 6, 7, 8) for f in grids.OVERPARAM_TARGETS if f < mlp.num_weights(w)
+]
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
-def test_reference_counts_on_tie_free_scores_and_exact_keeps_f(name):
-  for width, f in [(4, 15), (5, 19), (6, 16), (8, 21), (3, 20), (7, 30)]:
+def test_the_published_count_table_is_what_runs(name):
+  """Over the §G.2 grid: what the selection keeps on tie-free scores, with the counts the
+  engine hands it, equals the §E.10 table that counts.py publishes; exact mode keeps f."""
+  for width, f in COUNT_GRID:
     n = mlp.num_weights(width)
-    expected = _nominal(name, f, n, REFERENCE) - (name in STRICT_OFF_BY_ONE)
+    expected = C.final_counts(f, n)[name]
     assert _measured_on_tie_free_scores(name, width, f, REFERENCE) == expected, (width, f)
     assert _measured_on_tie_free_scores(name, width, f, EXACT) == f, (width, f)
 
@@ -547,8 +630,9 @@ def test_exact_mode_keeps_exactly_f_on_a_network(name):
   """Iterative methods on a real network (zero-score ties possible) still end at exactly f."""
   x, y = _data()
   params = _init(1, WIDTH)
-  new_params, new = _at_init(name, EXACT)(jax.random.PRNGKey(2), params, _dense_masks(params), x, y,
-                                          _hyper(name, TARGET, N_WIDTH, EXACT))
+  new_params, new = _at_init(name, EXACT)(
+    jax.random.PRNGKey(2), params, _dense_masks(params), x, y, _hyper(name, TARGET, N_WIDTH, EXACT)
+  )
   assert _kept(new).sum() == TARGET
   assert _weight_nnz(new_params) == TARGET
   for layer, bias in zip(new, mask_ops.bias_masks_from_weights([l.weight for l in new])):
@@ -567,18 +651,27 @@ def test_jit_vmap_over_padded_experiments_equals_one_unpadded_at_a_time(name):
   hypers = [_hyper(name, f, N_WIDTH, REFERENCE, lr) for f, lr in ((15, 0.05), (19, 0.1), (24, 0.2))]
   padded = [_padded(p, _dense_masks(p), 7) for p in params]
   stack = lambda trees: jax.tree.map(lambda *leaves: np.stack(leaves), *trees)
-  batched_params, batched_masks = _numpy(_at_init(name, REFERENCE, batched=True)(
-      keys, stack([p for p, _ in padded]), stack([m for _, m in padded]), x, y, stack(hypers)))
+  batched_params, batched_masks = _numpy(
+    _at_init(name, REFERENCE, batched=True)(
+      keys, stack([p for p, _ in padded]), stack([m for _, m in padded]), x, y, stack(hypers)
+    )
+  )
   for e in range(3):
-    one_params, one_masks = _numpy(_at_init(name, REFERENCE)(
-        keys[e], params[e], _dense_masks(params[e]), x, y, hypers[e]))
+    one_params, one_masks = _numpy(
+      _at_init(name, REFERENCE)(keys[e], params[e], _dense_masks(params[e]), x, y, hypers[e])
+    )
     got_masks = mlp.slice_params(jax.tree.map(lambda leaf: leaf[e], batched_masks), WIDTH)
     got_params = jax.tree.map(lambda leaf: leaf[e], batched_params)
     for got, want in zip(got_masks, one_masks):
       np.testing.assert_array_equal(got.weight, want.weight)
       np.testing.assert_array_equal(got.bias, want.bias)
-    for got, want in zip(jax.tree.leaves(mlp.slice_params(got_params, WIDTH)), jax.tree.leaves(one_params)):
+    for got, want in zip(
+      jax.tree.leaves(mlp.slice_params(got_params, WIDTH)), jax.tree.leaves(one_params)
+    ):
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     assert _weight_nnz(got_params) == _weight_nnz(one_params)  # nothing outside the width-5 block
-    kept, nominal = _kept(one_masks).sum(), _nominal(name, int(hypers[e].target_nnz), N_WIDTH, REFERENCE)
+    kept, nominal = (
+      _kept(one_masks).sum(),
+      _nominal(name, int(hypers[e].target_nnz), N_WIDTH, REFERENCE),
+    )
     assert (kept == nominal) if name == "prospr" else (0 < kept <= nominal)

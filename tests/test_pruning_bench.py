@@ -15,10 +15,15 @@ def test_overparam_family_has_the_reference_run_count():
 def test_projection_scales_plain_cost_by_method_overhead():
   widths = (3, 4, 5, 6, 7, 8, 16, 32, 64, 128, 256)
   plain = [dict(width=w, seconds_per_run=0.01 * w) for w in widths]
-  methods = [dict(method=m, width=w, seconds_per_run=(2.0 if m == "lth" else 1.0) * 0.01 * w)
-             for m in registry.PAPER_METHODS for w in (16, 256)]
+  methods = [
+    dict(method=m, width=w, seconds_per_run=(2.0 if m == "lth" else 1.0) * 0.01 * w)
+    for m in registry.PAPER_METHODS
+    for w in (16, 256)
+  ]
   projection = bench.project_overparam(methods, plain)
-  expected = sum(runs * 0.01 * width * (2.0 if method == "lth" else 1.0)
-                 for (method, width), runs in bench.overparam_runs().items())
+  expected = sum(
+    runs * 0.01 * width * (2.0 if method == "lth" else 1.0)
+    for (method, width), runs in bench.overparam_runs().items()
+  )
   assert projection["hours"] == pytest.approx(expected / 3600)
   assert projection["methods_missing"] == []

@@ -91,8 +91,10 @@ def test_lth_counts_match_the_worked_examples():
 # --------------------------------------------------------------------------- RigL / ERK
 
 
-@pytest.mark.parametrize("width, f, layer_counts", [
-    (16, 20, (4, 7, 7, 4)), (16, 15, (3, 5, 5, 3)), (6, 36, (8, 12, 12, 6)), (3, 15, (4, 5, 5, 3))])
+@pytest.mark.parametrize(
+  "width, f, layer_counts",
+  [(16, 20, (4, 7, 7, 4)), (16, 15, (3, 5, 5, 3)), (6, 36, (8, 12, 12, 6)), (3, 15, (4, 5, 5, 3))],
+)
 def test_erk_counts_round_up_as_in_the_examples(width, f, layer_counts):
   n = mlp.num_weights(width)
   got = C.erk_layer_counts(f, n)
@@ -124,8 +126,12 @@ def test_rigl_schedule_146_updates_and_cosine_drop_fraction():
   assert np.all(np.diff(fractions) < 0) and fractions[-1] > 0
   drops = C.rigl_drop_counts([4, 7, 7, 4], [False, False, False, True], 19_500)
   assert drops.shape == (146, 4)
-  assert drops[0].tolist() == [int(4 * fractions[0]), int(7 * fractions[0]),
-                               int(7 * fractions[0]), 0]
+  assert drops[0].tolist() == [
+    int(4 * fractions[0]),
+    int(7 * fractions[0]),
+    int(7 * fractions[0]),
+    0,
+  ]
 
 
 # --------------------------------------------------------------------------- SoS
@@ -152,7 +158,7 @@ def test_sos_sparsity_is_the_zhu_gupta_cubic():
   s_f = 0.9
   assert C.sos_sparsity(0, s_f, 100, 500) == 0.0
   assert C.sos_sparsity(100, s_f, 100, 500) == 0.0
-  assert C.sos_sparsity(300, s_f, 100, 500) == pytest.approx(s_f * (1 - 0.5 ** 3))
+  assert C.sos_sparsity(300, s_f, 100, 500) == pytest.approx(s_f * (1 - 0.5**3))
   assert C.sos_sparsity(500, s_f, 100, 500) == pytest.approx(s_f)
   assert C.sos_sparsity(900, s_f, 100, 500) == pytest.approx(s_f)
 
@@ -174,8 +180,9 @@ def test_sos_counts_layer_and_global():
 
 
 def test_h_float_truncation_examples():
-  nominal = {w: {f: C.nominal_counts(f, mlp.num_weights(w)) for f in range(15, 27)}
-             for w in (4, 5, 6, 8)}
+  nominal = {
+    w: {f: C.nominal_counts(f, mlp.num_weights(w)) for f in range(15, 27)} for w in (4, 5, 6, 8)
+  }
   assert nominal[4][15]["lth"] == 14 and nominal[4][15]["snip"] == 14
   assert nominal[4][15]["force"] == 14 and nominal[4][15]["grasp"] == 15
   assert nominal[5][19]["grasp"] == 20 and nominal[5][19]["prospr"] == 20
@@ -187,8 +194,10 @@ def test_e10_table_regenerated_from_the_formulas():
   rows = C.count_table(GRID_WIDTHS, GRID_TARGETS)
   assert all(row["f"] < row["N"] for row in rows)
   assert len(rows) == sum(1 for w in GRID_WIDTHS for f in GRID_TARGETS if f < mlp.num_weights(w))
-  offsets = {method: collections.Counter(row[method] - row["f"] for row in rows)
-             for method in C.TABLE_METHODS}
+  offsets = {
+    method: collections.Counter(row[method] - row["f"] for row in rows)
+    for method in C.TABLE_METHODS
+  }
   assert set(offsets["imp"]) == {-2}
   assert set(offsets["lth"]) == {-1, -2}
   assert set(offsets["snip"]) == {0, -1}

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cubist import engine, masks as mask_ops, specs as spec_ops
+from cubist import engine
+from cubist import masks as mask_ops
+from cubist import specs as spec_ops
 from cubist.method import Method, MethodRegistry
 from cubist.specs import ExperimentSpec
 
@@ -23,7 +25,7 @@ def _keep_first_f(key, params, masks, x, y, hyper, static):
   flat = jnp.arange(sum(sizes)) < hyper.counts[0]
   weights, start = [], 0
   for layer, size in zip(params, sizes):
-    weights.append(flat[start:start + size].reshape(layer.weight.shape))
+    weights.append(flat[start : start + size].reshape(layer.weight.shape))
     start += size
   return params, mask_ops.with_bias_rule(tuple(weights))
 
@@ -33,14 +35,29 @@ def _empty_w4(masks, hyper, static):
 
 
 TOY = MethodRegistry().register(
-    Method("toy_first", at_init=_keep_first_f, host_counts=lambda f, n, static: np.array([f])))
-TOY.register(Method("toy_failing", at_init=_keep_first_f, failed=_empty_w4,
-                    host_counts=lambda f, n, static: np.array([f])))
+  Method("toy_first", at_init=_keep_first_f, host_counts=lambda f, n, static: np.array([f]))
+)
+TOY.register(
+  Method(
+    "toy_failing",
+    at_init=_keep_first_f,
+    failed=_empty_w4,
+    host_counts=lambda f, n, static: np.array([f]),
+  )
+)
 
 
 def _spec(method="toy_first", target=10, **overrides) -> ExperimentSpec:
-  fields = dict(seed=1, lr=0.1, schedule="cosine", width=3, epochs=1, family="toy",
-                method=method, target_nnz=target)
+  fields = dict(
+    seed=1,
+    lr=0.1,
+    schedule="cosine",
+    width=3,
+    epochs=1,
+    family="toy",
+    method=method,
+    target_nnz=target,
+  )
   fields.update(overrides)
   return ExperimentSpec(**fields)
 
@@ -55,10 +72,16 @@ def test_the_world_knows_only_plain_training_unless_told():
     spec_ops.validate_all([_spec()])
 
 
-@pytest.mark.parametrize("overrides, field", [
-    (dict(target=0), "target_nnz"), (dict(target=27), "target_nnz"),
-    (dict(strength=-1.0), "strength"), (dict(count_mode="approx"), "count_mode"),
-    (dict(method_options=(("epochs", 3),)), "method_options")])
+@pytest.mark.parametrize(
+  "overrides, field",
+  [
+    (dict(target=0), "target_nnz"),
+    (dict(target=27), "target_nnz"),
+    (dict(strength=-1.0), "strength"),
+    (dict(count_mode="approx"), "count_mode"),
+    (dict(method_options=(("epochs", 3),)), "method_options"),
+  ],
+)
 def test_bad_pruning_fields_are_one_line_errors(overrides, field):
   with pytest.raises(ValueError, match=field) as error:
     spec_ops.validate_all([_spec(**overrides)], TOY.get)
@@ -68,8 +91,13 @@ def test_bad_pruning_fields_are_one_line_errors(overrides, field):
 def test_every_field_enters_the_exp_id():
   plain = ExperimentSpec(seed=3, lr=0.1)
   assert plain.exp_id() == dataclasses.replace(plain, count_mode="reference").exp_id()
-  for change in (dict(count_mode="exact"), dict(repeat=1), dict(family="other"),
-                 dict(source_id="abc"), dict(method="imp")):
+  for change in (
+    dict(count_mode="exact"),
+    dict(repeat=1),
+    dict(family="other"),
+    dict(source_id="abc"),
+    dict(method="imp"),
+  ):
     assert plain.exp_id() != dataclasses.replace(plain, **change).exp_id(), change
 
 

@@ -17,15 +17,16 @@ import pytest
 
 from cubist import masks as M
 from cubist import mlp
+from cubist.method import Hyper, MethodStatic, RunState
 from cubist.mlp import Layer
 from search.pruning import counts as C
 from search.pruning import magnitude as G
 from search.pruning import select
-from cubist.method import Hyper, MethodStatic, RunState
 
 STATIC = MethodStatic()  # 50 x 390 = 19,500 steps
-SOS_STATIC = MethodStatic(epochs=1, batches_per_epoch=1000, sos_begin=0.1, sos_end=0.5,
-                          sos_freq=0.1)  # SoS events at 100, 200, ..., 500
+SOS_STATIC = MethodStatic(
+  epochs=1, batches_per_epoch=1000, sos_begin=0.1, sos_end=0.5, sos_freq=0.1
+)  # SoS events at 100, 200, ..., 500
 # Width 2 (N = 14), flat magnitudes (x 0.01) in W1..W4 row-major order.
 W2_MAGNITUDES = np.array([5, 12, 3, 9, 1, 14, 7, 2, 11, 6, 13, 4, 10, 8]) / 100
 
@@ -38,8 +39,12 @@ def _params_from_flat(flat, width, biases=0.5):
   out, start = [], 0
   for weight_shape, bias_shape in mlp.layer_shapes(width):
     size = int(np.prod(weight_shape))
-    out.append(Layer(jnp.asarray(flat[start:start + size], jnp.float32).reshape(weight_shape),
-                     jnp.full(bias_shape, biases, jnp.float32)))
+    out.append(
+      Layer(
+        jnp.asarray(flat[start : start + size], jnp.float32).reshape(weight_shape),
+        jnp.full(bias_shape, biases, jnp.float32),
+      )
+    )
     start += size
   return tuple(out)
 
@@ -67,10 +72,14 @@ def _ones_like(params):
 
 
 def _hyper(method, f, n, static):
-  return Hyper(target_nnz=jnp.int32(f), lr=jnp.float32(0.1), strength=jnp.float32(0.0),
-               threshold=jnp.float32(3.0),
-               counts=jnp.asarray(method.host_counts(f, n, static), jnp.int32),
-               num_weights=jnp.int32(n))
+  return Hyper(
+    target_nnz=jnp.int32(f),
+    lr=jnp.float32(0.1),
+    strength=jnp.float32(0.0),
+    threshold=jnp.float32(3.0),
+    counts=jnp.asarray(method.host_counts(f, n, static), jnp.int32),
+    num_weights=jnp.int32(n),
+  )
 
 
 def _flat_keep(masks):
@@ -104,8 +113,10 @@ def _jit(hook):
   Event hooks take their RunState spelled out, (step, key, params, masks, momentum, ...).
   """
   if hook in (G.imp_pre_event, G.magnitude_pre_event, G.random_pre_event):
+
     def positional(step, key, params, masks, trace, hyper, static):
       return hook(step, key, RunState(params, masks, trace), hyper, static=static)
+
     return jax.jit(positional, static_argnames="static")
   return jax.jit(hook, static_argnames="static")
 
@@ -157,40 +168,69 @@ def test_imp_event_keeps_k_minus_1_reference_and_k_exact():
   assert int(hyper.counts[149]) == 3  # K_150 = int(3 + 11 (1 - 150/199)^3)
   params, masks, trace = _hand_params(), _dense(2), _ones_like(_hand_params())
   new_params, new_masks, new_trace = _jit(G.imp_pre_event)(
-      jnp.int32(step), jax.random.key(0), params, masks, trace, hyper, static=STATIC)
+    jnp.int32(step), jax.random.key(0), params, masks, trace, hyper, static=STATIC
+  )
   # Reference: strict threshold keeps K - 1 = 2, the magnitudes 0.14 (W2[0,1]) and 0.13 (W3[1,0]).
   assert _kept_indices(new_masks) == {5, 10}
   assert [np.asarray(m.bias).tolist() for m in new_masks] == [
-      [False, True], [True, False], [False, False], [True]]
+    [False, True],
+    [True, False],
+    [False, False],
+    [True],
+  ]
   _assert_consistent(new_params, new_masks, new_trace)
-  np.testing.assert_array_equal(np.asarray(new_params[1].weight),
-                                np.asarray([[0.0, -0.14], [0.0, 0.0]], np.float32))
+  np.testing.assert_array_equal(
+    np.asarray(new_params[1].weight), np.asarray([[0.0, -0.14], [0.0, 0.0]], np.float32)
+  )
   assert float(new_params[0].bias[1]) == 0.5 and float(new_trace[0].bias[1]) == 1.0
   # Exact: exactly K = 3, adding 0.12 (W1[0,1]).
   exact = MethodStatic(count_mode="exact")
   _, exact_masks, _ = _jit(G.imp_pre_event)(
-      jnp.int32(step), jax.random.key(0), params, masks, trace, _hyper(G.IMP, 3, 14, exact),
-      static=exact)
+    jnp.int32(step),
+    jax.random.key(0),
+    params,
+    masks,
+    trace,
+    _hyper(G.IMP, 3, 14, exact),
+    static=exact,
+  )
   assert _kept_indices(exact_masks) == {1, 5, 10}
 
 
 def test_imp_padded_network_selects_like_the_unpadded_one():
   step = 120 * 97
   hyper = _hyper(G.IMP, 3, 14, STATIC)
-  expected = _jit(G.imp_pre_event)(jnp.int32(step), jax.random.key(0), _hand_params(),
-                                   _dense(2), _ones_like(_hand_params()), hyper, static=STATIC)
+  expected = _jit(G.imp_pre_event)(
+    jnp.int32(step),
+    jax.random.key(0),
+    _hand_params(),
+    _dense(2),
+    _ones_like(_hand_params()),
+    hyper,
+    static=STATIC,
+  )
   padded = mlp.pad_params(_hand_params(), 4)
-  got = _jit(G.imp_pre_event)(jnp.int32(step), jax.random.key(0), padded, _dense(2, 4),
-                              _ones_like(padded), hyper, static=STATIC)
+  got = _jit(G.imp_pre_event)(
+    jnp.int32(step),
+    jax.random.key(0),
+    padded,
+    _dense(2, 4),
+    _ones_like(padded),
+    hyper,
+    static=STATIC,
+  )
   for a, b in zip(expected[:2], got[:2]):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(mlp.slice_params(b, 2))):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  assert sum(_weight_counts(got[1])) == sum(_weight_counts(expected[1])) == int(
-      hyper.counts[119]) - 1
+  assert (
+    sum(_weight_counts(got[1])) == sum(_weight_counts(expected[1])) == int(hyper.counts[119]) - 1
+  )
 
 
-@pytest.mark.parametrize("static, final", [
-    (STATIC, 1), (MethodStatic(clean=True), 2), (MethodStatic(count_mode="exact"), 3)])
+@pytest.mark.parametrize(
+  "static, final",
+  [(STATIC, 1), (MethodStatic(clean=True), 2), (MethodStatic(count_mode="exact"), 3)],
+)
 def test_imp_all_201_events_end_at_f_minus_2_reference(static, final):
   """f = 3, N = 14: reference f - 2 (strict + overshoot), clean f - 1, exact f (§E.1, §H 1)."""
   hyper = _hyper(G.IMP, 3, 14, static)
@@ -198,8 +238,9 @@ def test_imp_all_201_events_end_at_f_minus_2_reference(static, final):
   params, masks, trace = _hand_params(), _dense(2), _ones_like(_hand_params())
   kept = []
   for step in np.flatnonzero(G.IMP.pre_event_steps(static)):
-    params, masks, trace = hook(jnp.int32(step), jax.random.key(0), params, masks, trace, hyper,
-                                static=static)
+    params, masks, trace = hook(
+      jnp.int32(step), jax.random.key(0), params, masks, trace, hyper, static=static
+    )
     kept.append(sum(_weight_counts(masks)))
   strict = static.count_mode == "reference"
   assert kept[-1] == final == C.kept_after_events(np.asarray(hyper.counts), 14, strict)
@@ -220,14 +261,16 @@ def test_lth_round_end_keeps_k_r_minus_1_of_the_trained_weights():
   order = np.argsort(-W2_MAGNITUDES)
   masks = _dense(2)
   for round_index in range(1, 5):
-    masks = _jit(G.lth_round_end)(jnp.int32(round_index), _hand_params(), masks, hyper,
-                                  static=STATIC)
-    assert _kept_indices(masks) == set(order[:targets[round_index - 1] - 1].tolist())
+    masks = _jit(G.lth_round_end)(
+      jnp.int32(round_index), _hand_params(), masks, hyper, static=STATIC
+    )
+    assert _kept_indices(masks) == set(order[: targets[round_index - 1] - 1].tolist())
   _assert_consistent(mlp.apply_masks(_hand_params(), masks), masks)
   exact = MethodStatic(count_mode="exact")
-  exact_masks = _jit(G.lth_round_end)(jnp.int32(2), _hand_params(), _dense(2),
-                                      _hyper(G.LTH, 3, 14, exact), static=exact)
-  assert _kept_indices(exact_masks) == set(order[:targets[1]].tolist())
+  exact_masks = _jit(G.lth_round_end)(
+    jnp.int32(2), _hand_params(), _dense(2), _hyper(G.LTH, 3, 14, exact), static=exact
+  )
+  assert _kept_indices(exact_masks) == set(order[: targets[1]].tolist())
 
 
 def test_lth_ignores_values_at_masked_entries():
@@ -287,34 +330,47 @@ def test_sos_device_sparsity_matches_the_host_schedule():
 
 def test_magnitude_layer_scope_reference_hand_case():
   """Final event (s = s_f = 5/7): per tensor, keep |w| > left edge of the quantile's bin."""
-  layer_magnitudes = [[0.2, 0.45, 0.7, 1.0], [0.1, 0.225, 0.35, 0.5],
-                      [0.16, 0.36, 0.56, 0.8], [0.3, 0.6]]
+  layer_magnitudes = [
+    [0.2, 0.45, 0.7, 1.0],
+    [0.1, 0.225, 0.35, 0.5],
+    [0.16, 0.36, 0.56, 0.8],
+    [0.3, 0.6],
+  ]
   flat = np.concatenate(layer_magnitudes) * np.where(np.arange(14) % 3 == 0, -1.0, 1.0)
   params = _params_from_flat(flat, 2)
   hyper = _hyper(G.MAGNITUDE, 4, 14, SOS_STATIC)
   new_params, masks, trace = _jit(G.magnitude_pre_event)(
-      jnp.int32(500), jax.random.key(0), params, _dense(2), _ones_like(params), hyper,
-      static=SOS_STATIC)
+    jnp.int32(500),
+    jax.random.key(0),
+    params,
+    _dense(2),
+    _ones_like(params),
+    hyper,
+    static=SOS_STATIC,
+  )
   # 4 entries in bins 51, 115, 179, 255: cdf .25/.5/.75/1, 179 bins below 5/7, threshold
   # 179/256 max -> the top two survive; W4 (2 entries): 255/256 max -> the top one.
   assert _kept_indices(masks) == {2, 3, 6, 7, 10, 11, 13}
   _assert_consistent(new_params, masks, trace)
   for values, layer, mask in zip(layer_magnitudes, params, masks):
     threshold = _numpy_histogram_threshold(values, 1 - 4 / 14)
-    np.testing.assert_array_equal(np.abs(np.asarray(layer.weight)) > threshold,
-                                  np.asarray(mask.weight))
+    np.testing.assert_array_equal(
+      np.abs(np.asarray(layer.weight)) > threshold, np.asarray(mask.weight)
+    )
 
 
 def test_magnitude_global_scope_reference_matches_numpy():
   static = dataclasses.replace(SOS_STATIC, sos_scope="global")
   params = _random_params(5, 4)
   hyper = _hyper(G.MAGNITUDE, 11, 44, static)
-  _, masks, _ = _jit(G.magnitude_pre_event)(jnp.int32(300), jax.random.key(0), params,
-                                            _dense(4), _ones_like(params), hyper, static=static)
+  _, masks, _ = _jit(G.magnitude_pre_event)(
+    jnp.int32(300), jax.random.key(0), params, _dense(4), _ones_like(params), hyper, static=static
+  )
   flat = np.concatenate([np.asarray(layer.weight).ravel() for layer in params])
-  sparsity = np.float32(1 - 11 / 44) * np.float32(1 - 0.5 ** 3)
-  np.testing.assert_array_equal(_flat_keep(masks),
-                                np.abs(flat) > _numpy_histogram_threshold(flat, sparsity))
+  sparsity = np.float32(1 - 11 / 44) * np.float32(1 - 0.5**3)
+  np.testing.assert_array_equal(
+    _flat_keep(masks), np.abs(flat) > _numpy_histogram_threshold(flat, sparsity)
+  )
 
 
 def test_magnitude_pruned_zeros_stay_pruned_over_events():
@@ -323,7 +379,8 @@ def test_magnitude_pruned_zeros_stay_pruned_over_events():
   previous = _flat_keep(masks)
   for step in (100, 200, 300, 400, 500):
     params, masks, trace = _jit(G.magnitude_pre_event)(
-        jnp.int32(step), jax.random.key(0), params, masks, trace, hyper, static=SOS_STATIC)
+      jnp.int32(step), jax.random.key(0), params, masks, trace, hyper, static=SOS_STATIC
+    )
     current = _flat_keep(masks)
     assert np.all(current <= previous)
     previous = current
@@ -339,7 +396,8 @@ def test_magnitude_exact_keeps_exactly_the_count_with_ties(scope):
   masks, trace = _dense(4), _ones_like(params)
   for event, step in enumerate((100, 200, 300, 400, 500)):
     params, masks, trace = _jit(G.magnitude_pre_event)(
-        jnp.int32(step), jax.random.key(0), params, masks, trace, hyper, static=static)
+      jnp.int32(step), jax.random.key(0), params, masks, trace, hyper, static=static
+    )
     if scope == "layer":
       assert _weight_counts(masks) == table[event].tolist()
     else:
@@ -357,9 +415,15 @@ def test_magnitude_exact_layer_scope_keeps_the_largest_per_tensor():
   static = dataclasses.replace(SOS_STATIC, count_mode="exact")
   hyper = _hyper(G.MAGNITUDE, 4, 14, static)
   assert np.asarray(hyper.counts).reshape(5, 4)[-1].tolist() == [1, 1, 1, 1]
-  _, masks, _ = _jit(G.magnitude_pre_event)(jnp.int32(500), jax.random.key(0), _hand_params(),
-                                            _dense(2), _ones_like(_hand_params()), hyper,
-                                            static=static)
+  _, masks, _ = _jit(G.magnitude_pre_event)(
+    jnp.int32(500),
+    jax.random.key(0),
+    _hand_params(),
+    _dense(2),
+    _ones_like(_hand_params()),
+    hyper,
+    static=static,
+  )
   # Largest per tensor: W1 0.12 (1), W2 0.14 (5), W3 0.13 (10), W4 0.10 (12).
   assert _kept_indices(masks) == {1, 5, 10, 12}
 
@@ -376,7 +440,8 @@ def test_random_is_cumulative_and_keeps_the_counts(scope):
   previous = _flat_keep(masks)
   for event, step in enumerate((100, 200, 300, 400, 500)):
     params, masks, trace = _jit(G.random_pre_event)(
-        jnp.int32(step), jax.random.key(11), params, masks, trace, hyper, static=static)
+      jnp.int32(step), jax.random.key(11), params, masks, trace, hyper, static=static
+    )
     current = _flat_keep(masks)
     assert np.all(current <= previous)  # pruned weights stay pruned
     previous = current
@@ -386,18 +451,27 @@ def test_random_is_cumulative_and_keeps_the_counts(scope):
       assert sum(_weight_counts(masks)) == table[event, 0]
   _assert_consistent(params, masks, trace)
   # Another key draws other survivors.
-  _, other, _ = _jit(G.random_pre_event)(jnp.int32(300), jax.random.key(12), _random_params(7, 4),
-                                         _dense(4), trace, hyper, static=static)
-  _, same, _ = _jit(G.random_pre_event)(jnp.int32(300), jax.random.key(11), _random_params(7, 4),
-                                        _dense(4), trace, hyper, static=static)
+  _, other, _ = _jit(G.random_pre_event)(
+    jnp.int32(300), jax.random.key(12), _random_params(7, 4), _dense(4), trace, hyper, static=static
+  )
+  _, same, _ = _jit(G.random_pre_event)(
+    jnp.int32(300), jax.random.key(11), _random_params(7, 4), _dense(4), trace, hyper, static=static
+  )
   assert not np.array_equal(_flat_keep(other), _flat_keep(same))
 
 
 def test_random_stays_inside_the_real_network_when_padded():
   hyper = _hyper(G.RANDOM, 11, 44, SOS_STATIC)
   params = mlp.pad_params(_random_params(8, 4), 6)
-  _, masks, _ = _jit(G.random_pre_event)(jnp.int32(100), jax.random.key(0), params, _dense(4, 6),
-                                         _ones_like(params), hyper, static=SOS_STATIC)
+  _, masks, _ = _jit(G.random_pre_event)(
+    jnp.int32(100),
+    jax.random.key(0),
+    params,
+    _dense(4, 6),
+    _ones_like(params),
+    hyper,
+    static=SOS_STATIC,
+  )
   for mask, region in zip(masks, _dense(4, 6)):
     assert not np.any(np.asarray(mask.weight) & ~np.asarray(region.weight))
   assert _weight_counts(masks) == np.asarray(hyper.counts).reshape(5, 4)[0].tolist()
@@ -407,12 +481,12 @@ def test_random_stays_inside_the_real_network_when_padded():
 
 
 EVENT_CASES = [
-    ("imp", STATIC, 120 * 97),
-    ("imp", MethodStatic(count_mode="exact"), 199 * 97),
-    ("magnitude", SOS_STATIC, 300),
-    ("magnitude", dataclasses.replace(SOS_STATIC, count_mode="exact"), 400),
-    ("magnitude", dataclasses.replace(SOS_STATIC, sos_scope="global"), 200),
-    ("random", SOS_STATIC, 500),
+  ("imp", STATIC, 120 * 97),
+  ("imp", MethodStatic(count_mode="exact"), 199 * 97),
+  ("magnitude", SOS_STATIC, 300),
+  ("magnitude", dataclasses.replace(SOS_STATIC, count_mode="exact"), 400),
+  ("magnitude", dataclasses.replace(SOS_STATIC, sos_scope="global"), 200),
+  ("random", SOS_STATIC, 500),
 ]
 
 
@@ -425,14 +499,20 @@ def test_pre_event_jit_vmap_equals_one_at_a_time(name, static, step):
   traces = [jax.tree.map(lambda x, s=seed: x * (s + 2.0), p) for seed, p in enumerate(params)]
   hypers = [_hyper(method, f, 44, static) for f in targets]
   keys = jax.random.split(jax.random.key(3), 3)
-  batched = jax.jit(jax.vmap(functools.partial(method.pre_event, static=static),
-                             in_axes=(None, 0, 0, 0)))(
-      jnp.int32(step), keys, RunState(_stack(params), _stack(masks), _stack(traces)),
-      _stack(hypers))
+  batched = jax.jit(
+    jax.vmap(functools.partial(method.pre_event, static=static), in_axes=(None, 0, 0, 0))
+  )(jnp.int32(step), keys, RunState(_stack(params), _stack(masks), _stack(traces)), _stack(hypers))
   one = _jit(method.pre_event)
   for index in range(3):
-    expected = one(jnp.int32(step), keys[index], params[index], masks[index], traces[index],
-                   hypers[index], static=static)
+    expected = one(
+      jnp.int32(step),
+      keys[index],
+      params[index],
+      masks[index],
+      traces[index],
+      hypers[index],
+      static=static,
+    )
     for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(_unstack(batched, index))):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -442,11 +522,13 @@ def test_lth_round_end_jit_vmap_equals_one_at_a_time():
   params = _stack([_random_params(seed, 4) for seed in range(3)])
   hypers = _stack([_hyper(G.LTH, f, 44, STATIC) for f in targets])
   masks = _stack([_dense(4)] * 3)
-  batched = jax.jit(jax.vmap(functools.partial(G.lth_round_end, static=STATIC),
-                             in_axes=(None, 0, 0, 0)))(jnp.int32(2), params, masks, hypers)
+  batched = jax.jit(
+    jax.vmap(functools.partial(G.lth_round_end, static=STATIC), in_axes=(None, 0, 0, 0))
+  )(jnp.int32(2), params, masks, hypers)
   for index in range(3):
-    expected = G.lth_round_end(2, _unstack(params, index), _unstack(masks, index),
-                               _unstack(hypers, index), STATIC)
+    expected = G.lth_round_end(
+      2, _unstack(params, index), _unstack(masks, index), _unstack(hypers, index), STATIC
+    )
     for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(_unstack(batched, index))):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert sum(_weight_counts(expected)) == C.lth_counts(targets[index], 44)[1] - 1

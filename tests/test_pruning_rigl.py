@@ -14,10 +14,10 @@ import pytest
 
 from cubist import masks as M
 from cubist import mlp
+from cubist.method import Hyper, MethodStatic, RunState
 from cubist.mlp import Layer
 from search.pruning import counts as C
 from search.pruning import rigl as R
-from cubist.method import Hyper, MethodStatic, RunState
 
 STATIC = MethodStatic()  # 19,500 steps: updates at t = 99, 199, ..., 14,599
 EVENTS = 146
@@ -28,9 +28,14 @@ EVENTS = 146
 
 def _hyper(f, n, static=STATIC, counts=None):
   counts = R.RIGL.host_counts(f, n, static) if counts is None else counts
-  return Hyper(target_nnz=jnp.int32(f), lr=jnp.float32(0.1), strength=jnp.float32(0.0),
-               threshold=jnp.float32(3.0), counts=jnp.asarray(counts, jnp.int32),
-               num_weights=jnp.int32(n))
+  return Hyper(
+    target_nnz=jnp.int32(f),
+    lr=jnp.float32(0.1),
+    strength=jnp.float32(0.0),
+    threshold=jnp.float32(3.0),
+    counts=jnp.asarray(counts, jnp.int32),
+    num_weights=jnp.int32(n),
+  )
 
 
 def _dense(width, full_width=None):
@@ -65,8 +70,15 @@ def _grad_event():
 
 def _init(seed, width, f, static=STATIC, key=0):
   params = _random_tree(seed, width)
-  return _at_init()(jax.random.key(key), params, _dense(width), None, None,
-                    _hyper(f, mlp.num_weights(width), static), static=static)
+  return _at_init()(
+    jax.random.key(key),
+    params,
+    _dense(width),
+    None,
+    None,
+    _hyper(f, mlp.num_weights(width), static),
+    static=static,
+  )
 
 
 def _weight_counts(masks):
@@ -112,8 +124,10 @@ def test_registry_schedule_and_host_counts():
 # --------------------------------------------------------------------------- at_init (ERK)
 
 
-@pytest.mark.parametrize("width, f, layer_counts", [
-    (16, 20, [4, 7, 7, 4]), (16, 15, [3, 5, 5, 3]), (6, 36, [8, 12, 12, 6]), (3, 15, [4, 5, 5, 3])])
+@pytest.mark.parametrize(
+  "width, f, layer_counts",
+  [(16, 20, [4, 7, 7, 4]), (16, 15, [3, 5, 5, 3]), (6, 36, [8, 12, 12, 6]), (3, 15, [4, 5, 5, 3])],
+)
 def test_at_init_draws_the_erk_mask(width, f, layer_counts):
   params, masks = _init(0, width, f)
   assert _weight_counts(masks) == layer_counts  # totals 22, 16, 38, 17 (§E.9)
@@ -128,8 +142,9 @@ def test_at_init_draws_the_erk_mask(width, f, layer_counts):
 def test_at_init_is_random_per_key_and_exact_mode_hits_f():
   _, first = _init(0, 16, 20, key=1)
   _, second = _init(0, 16, 20, key=2)
-  assert any(not np.array_equal(np.asarray(a.weight), np.asarray(b.weight))
-             for a, b in zip(first, second))
+  assert any(
+    not np.array_equal(np.asarray(a.weight), np.asarray(b.weight)) for a, b in zip(first, second)
+  )
   _, exact = _init(0, 16, 20, static=MethodStatic(count_mode="exact"))
   assert sum(_weight_counts(exact)) == 20
 
@@ -137,8 +152,9 @@ def test_at_init_is_random_per_key_and_exact_mode_hits_f():
 def test_at_init_stays_inside_a_padded_network():
   params = mlp.pad_params(_random_tree(0, 3), 16)
   region = _dense(3, 16)
-  new_params, masks = _at_init()(jax.random.key(0), params, region, None, None,
-                                 _hyper(15, 27), static=STATIC)
+  new_params, masks = _at_init()(
+    jax.random.key(0), params, region, None, None, _hyper(15, 27), static=STATIC
+  )
   assert _weight_counts(masks) == [4, 5, 5, 3]
   for mask, valid in zip(masks, region):
     assert not np.any(np.asarray(mask.weight) & ~np.asarray(valid.weight))
@@ -151,18 +167,24 @@ def test_at_init_stays_inside_a_padded_network():
 
 def _hand_case():
   """Width 2: W1 dense, W2 and W3 drop one each at the first update, W4 dense."""
-  masks = (Layer(jnp.ones((2, 2), bool), jnp.ones(2, bool)),
-           Layer(jnp.asarray([[True, True], [True, False]]), jnp.asarray([True, False])),
-           Layer(jnp.asarray([[True, False], [True, False]]), jnp.asarray([True, False])),
-           Layer(jnp.asarray([[True, False]]), jnp.ones(1, bool)))
-  params = (Layer(jnp.asarray([[0.4, -0.6], [0.2, 0.9]]), jnp.asarray([0.1, 0.2])),
-            Layer(jnp.asarray([[0.5, -0.1], [0.3, 0.0]]), jnp.asarray([0.3, 0.0])),
-            Layer(jnp.asarray([[0.5, 0.0], [-0.05, 0.0]]), jnp.asarray([0.6, 0.0])),
-            Layer(jnp.asarray([[0.7, 0.0]]), jnp.asarray([0.8])))
-  grads = (Layer(jnp.full((2, 2), 5.0), jnp.zeros(2)),
-           Layer(jnp.asarray([[0.0, 0.9], [0.2, 0.4]]), jnp.zeros(2)),
-           Layer(jnp.asarray([[0.1, 0.8], [0.3, 0.2]]), jnp.zeros(2)),
-           Layer(jnp.asarray([[0.0, 0.5]]), jnp.zeros(1)))
+  masks = (
+    Layer(jnp.ones((2, 2), bool), jnp.ones(2, bool)),
+    Layer(jnp.asarray([[True, True], [True, False]]), jnp.asarray([True, False])),
+    Layer(jnp.asarray([[True, False], [True, False]]), jnp.asarray([True, False])),
+    Layer(jnp.asarray([[True, False]]), jnp.ones(1, bool)),
+  )
+  params = (
+    Layer(jnp.asarray([[0.4, -0.6], [0.2, 0.9]]), jnp.asarray([0.1, 0.2])),
+    Layer(jnp.asarray([[0.5, -0.1], [0.3, 0.0]]), jnp.asarray([0.3, 0.0])),
+    Layer(jnp.asarray([[0.5, 0.0], [-0.05, 0.0]]), jnp.asarray([0.6, 0.0])),
+    Layer(jnp.asarray([[0.7, 0.0]]), jnp.asarray([0.8])),
+  )
+  grads = (
+    Layer(jnp.full((2, 2), 5.0), jnp.zeros(2)),
+    Layer(jnp.asarray([[0.0, 0.9], [0.2, 0.4]]), jnp.zeros(2)),
+    Layer(jnp.asarray([[0.1, 0.8], [0.3, 0.2]]), jnp.zeros(2)),
+    Layer(jnp.asarray([[0.0, 0.5]]), jnp.zeros(1)),
+  )
   # Stale momentum everywhere, masked entries included (the trainer masks no gradients).
   trace = jax.tree.map(lambda x: jnp.ones_like(x, jnp.float32), params)
   counts = np.zeros(4 + 4 * EVENTS, np.int32)
@@ -174,28 +196,33 @@ def _hand_case():
 def test_grad_event_hand_case():
   params, masks, grads, trace, hyper = _hand_case()
   new_params, new_masks, new_trace = _grad_event()(
-      jnp.int32(99), jax.random.key(0), params, masks, trace, grads, hyper, static=STATIC)
+    jnp.int32(99), jax.random.key(0), params, masks, trace, grads, hyper, static=STATIC
+  )
   as_np = lambda tree: [(np.asarray(l.weight).tolist(), np.asarray(l.bias).tolist()) for l in tree]
   # W2: drop -0.1 (smallest |W|), then regrow it (largest |grad| 0.9 among non-kept): it keeps
   # its value and momentum, and the mask is unchanged. W3: drop -0.05, grow (0, 1) (|grad| 0.8)
   # as a new connection at 0 with zero momentum; unit 1 of hidden layer 2 gains an outgoing
   # weight, so its bias mask turns on, with value 0 and zero momentum. W1, W4 (n_drop 0) unchanged.
   assert as_np(new_masks) == [
-      ([[True, True], [True, True]], [True, True]),
-      ([[True, True], [True, False]], [True, True]),
-      ([[True, True], [False, False]], [True, False]),
-      ([[True, False]], [True])]
+    ([[True, True], [True, True]], [True, True]),
+    ([[True, True], [True, False]], [True, True]),
+    ([[True, True], [False, False]], [True, False]),
+    ([[True, False]], [True]),
+  ]
   assert _weight_counts(new_masks) == _weight_counts(masks)
-  np.testing.assert_array_equal(np.asarray(new_params[1].weight),
-                                np.asarray([[0.5, -0.1], [0.3, 0.0]], np.float32))
-  np.testing.assert_array_equal(np.asarray(new_params[2].weight),
-                                np.asarray([[0.5, 0.0], [0.0, 0.0]], np.float32))
+  np.testing.assert_array_equal(
+    np.asarray(new_params[1].weight), np.asarray([[0.5, -0.1], [0.3, 0.0]], np.float32)
+  )
+  np.testing.assert_array_equal(
+    np.asarray(new_params[2].weight), np.asarray([[0.5, 0.0], [0.0, 0.0]], np.float32)
+  )
   np.testing.assert_array_equal(np.asarray(new_params[1].bias), np.asarray([0.3, 0.0], np.float32))
   assert as_np(new_trace) == [
-      ([[1.0, 1.0], [1.0, 1.0]], [1.0, 1.0]),
-      ([[1.0, 1.0], [1.0, 0.0]], [1.0, 0.0]),
-      ([[1.0, 0.0], [0.0, 0.0]], [1.0, 0.0]),
-      ([[1.0, 0.0]], [1.0])]
+    ([[1.0, 1.0], [1.0, 1.0]], [1.0, 1.0]),
+    ([[1.0, 1.0], [1.0, 0.0]], [1.0, 0.0]),
+    ([[1.0, 0.0], [0.0, 0.0]], [1.0, 0.0]),
+    ([[1.0, 0.0]], [1.0]),
+  ]
   for before, after in ((params[0], new_params[0]), (params[3], new_params[3])):
     for a, b in zip(before, after):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -229,7 +256,8 @@ def test_grad_event_conserves_counts_and_zeroes_new_momentum(width, f, padded_to
   hyper = _hyper(f, n)
   step = 4 * 100 - 1  # the fourth update
   new_params, new_masks, new_trace = _grad_event()(
-      jnp.int32(step), jax.random.key(0), params, masks, trace, grads, hyper, static=STATIC)
+    jnp.int32(step), jax.random.key(0), params, masks, trace, grads, hyper, static=STATIC
+  )
   drops = np.asarray(hyper.counts[4:]).reshape(EVENTS, 4)[3]
   region = _dense(width, full)
   assert _weight_counts(new_masks) == _weight_counts(masks)
@@ -239,8 +267,12 @@ def test_grad_event_conserves_counts_and_zeroes_new_momentum(width, f, padded_to
     new = np.asarray(new_masks[index].weight, bool)
     valid = np.asarray(region[index].weight, bool)
     expected, new_connections = _numpy_rigl_layer(
-        np.asarray(params[index].weight), old, np.asarray(grads[index].weight), valid,
-        int(drops[index]))
+      np.asarray(params[index].weight),
+      old,
+      np.asarray(grads[index].weight),
+      valid,
+      int(drops[index]),
+    )
     np.testing.assert_array_equal(new, expected)
     assert not np.any(new & ~valid)
     weight, momentum = np.asarray(new_params[index].weight), np.asarray(new_trace[index].weight)
@@ -253,8 +285,9 @@ def test_grad_event_conserves_counts_and_zeroes_new_momentum(width, f, padded_to
     new_bias = np.asarray(new_masks[index].bias, bool)
     bias_momentum = np.asarray(new_trace[index].bias)
     assert np.all(bias_momentum[new_bias & ~old_bias] == 0)
-    np.testing.assert_array_equal(bias_momentum[new_bias & old_bias],
-                                  np.asarray(trace[index].bias)[new_bias & old_bias])
+    np.testing.assert_array_equal(
+      bias_momentum[new_bias & old_bias], np.asarray(trace[index].bias)[new_bias & old_bias]
+    )
   _assert_rule(new_params, new_masks)
 
 
@@ -265,8 +298,8 @@ def test_grad_event_leaves_dense_layers_untouched():
   grads = _random_tree(5, 3)
   trace = _random_tree(6, 3)
   new_params, new_masks, new_trace = _grad_event()(
-      jnp.int32(99), jax.random.key(0), params, masks, trace, grads, _hyper(20, 27),
-      static=STATIC)
+    jnp.int32(99), jax.random.key(0), params, masks, trace, grads, _hyper(20, 27), static=STATIC
+  )
   for tree_a, tree_b in ((params, new_params), (masks, new_masks), (trace, new_trace)):
     np.testing.assert_array_equal(np.asarray(tree_a[3].weight), np.asarray(tree_b[3].weight))
 
@@ -280,22 +313,42 @@ def test_jit_vmap_equals_one_at_a_time():
   params = [_random_tree(seed, 16) for seed in range(3)]
   dense = [_dense(16)] * 3
   hypers = [_hyper(f, 560) for f in targets]
-  init = jax.jit(jax.vmap(
-      lambda key, p, m, h: R.rigl_at_init(key, p, m, None, None, h, STATIC)))
+  init = jax.jit(jax.vmap(lambda key, p, m, h: R.rigl_at_init(key, p, m, None, None, h, STATIC)))
   batched_params, batched_masks = init(keys, _stack(params), _stack(dense), _stack(hypers))
   grads = [_random_tree(10 + seed, 16) for seed in range(3)]
   traces = [_random_tree(20 + seed, 16) for seed in range(3)]
-  event = jax.jit(jax.vmap(functools.partial(_grad_event_positional, static=STATIC),
-                           in_axes=(None, 0, 0, 0, 0, 0, 0)))
-  batched = event(jnp.int32(199), keys, batched_params, batched_masks, _stack(traces),
-                  _stack(grads), _stack(hypers))
+  event = jax.jit(
+    jax.vmap(
+      functools.partial(_grad_event_positional, static=STATIC), in_axes=(None, 0, 0, 0, 0, 0, 0)
+    )
+  )
+  batched = event(
+    jnp.int32(199),
+    keys,
+    batched_params,
+    batched_masks,
+    _stack(traces),
+    _stack(grads),
+    _stack(hypers),
+  )
   for index in range(3):
-    one_params, one_masks = _at_init()(keys[index], params[index], dense[index], None, None,
-                                       hypers[index], static=STATIC)
-    for a, b in zip(jax.tree.leaves((one_params, one_masks)),
-                    jax.tree.leaves(_unstack((batched_params, batched_masks), index))):
+    one_params, one_masks = _at_init()(
+      keys[index], params[index], dense[index], None, None, hypers[index], static=STATIC
+    )
+    for a, b in zip(
+      jax.tree.leaves((one_params, one_masks)),
+      jax.tree.leaves(_unstack((batched_params, batched_masks), index)),
+    ):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    expected = _grad_event()(jnp.int32(199), keys[index], one_params, one_masks, traces[index],
-                             grads[index], hypers[index], static=STATIC)
+    expected = _grad_event()(
+      jnp.int32(199),
+      keys[index],
+      one_params,
+      one_masks,
+      traces[index],
+      grads[index],
+      hypers[index],
+      static=STATIC,
+    )
     for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(_unstack(batched, index))):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -41,8 +41,9 @@ def subset():
 
 
 def _statics(layout="dot", **overrides):
-  static = train.TrainStatic(width=WIDTH, epochs=EPOCHS, num_points=NUM_POINTS,
-                             formulation=layout, **overrides)
+  static = train.TrainStatic(
+    width=WIDTH, epochs=EPOCHS, num_points=NUM_POINTS, formulation=layout, **overrides
+  )
   method_static = MethodStatic(epochs=EPOCHS, batches_per_epoch=BATCHES, num_points=NUM_POINTS)
   return static, method_static
 
@@ -51,10 +52,14 @@ def _inputs(count: int, seed: int = 0) -> train.TrainInputs:
   keys = jax.random.split(jax.random.PRNGKey(seed), count)
   params = jax.vmap(lambda k: mlp.init(k, WIDTH))(keys)
   masks = jax.tree.map(lambda a: jnp.ones(a.shape, bool), params)
-  hyper = Hyper(target_nnz=jnp.full((count,), 10, jnp.int32), lr=jnp.full((count,), 0.1),
-                strength=jnp.zeros((count,)), threshold=jnp.full((count,), 3.0),
-                counts=jnp.full((count, 1), 10, jnp.int32),
-                num_weights=jnp.full((count,), mlp.num_weights(WIDTH), jnp.int32))
+  hyper = Hyper(
+    target_nnz=jnp.full((count,), 10, jnp.int32),
+    lr=jnp.full((count,), 0.1),
+    strength=jnp.zeros((count,)),
+    threshold=jnp.full((count,), 3.0),
+    counts=jnp.full((count, 1), 10, jnp.int32),
+    num_weights=jnp.full((count,), mlp.num_weights(WIDTH), jnp.int32),
+  )
   order_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
   method_keys = jax.vmap(lambda k: jax.random.fold_in(k, 2))(keys)
   lr = jnp.linspace(0.05, 0.1, count).astype(jnp.float32)
@@ -63,7 +68,7 @@ def _inputs(count: int, seed: int = 0) -> train.TrainInputs:
 
 
 def _take(tree, index):
-  return jax.tree.map(lambda a: a[index:index + 1], tree)
+  return jax.tree.map(lambda a: a[index : index + 1], tree)
 
 
 def _plain_inputs(inputs: train.TrainInputs) -> train.TrainInputs:
@@ -88,7 +93,8 @@ def _prune_largest_first_layer(step, key, state, hyper, static):
   keep = (jnp.arange(flat.size) != jnp.argmax(flat)).reshape(state.params[0].weight.shape)
   masks = (Layer(state.masks[0].weight & keep, state.masks[0].bias),) + tuple(state.masks[1:])
   momentum = (Layer(state.momentum[0].weight * keep, state.momentum[0].bias),) + tuple(
-      state.momentum[1:])
+    state.momentum[1:]
+  )
   return RunState(state.params, masks, momentum)
 
 
@@ -103,8 +109,11 @@ def _fire_at(steps, static):
 def test_pre_events_fire_on_scheduled_steps_only(subset, layout, shared_order):
   static, method_static = _statics(layout, shared_order=shared_order)
   fire_at = (3, 9, 10)
-  method = Method("toy_pre", pre_event=_prune_largest_first_layer,
-                  pre_event_steps=functools.partial(_fire_at, fire_at))
+  method = Method(
+    "toy_pre",
+    pre_event=_prune_largest_first_layer,
+    pre_event_steps=functools.partial(_fire_at, fire_at),
+  )
   result = train.make_train(static, method, method_static)(*subset, _inputs(CHUNK))
   removed = (~np.asarray(result.masks[0].weight)).sum(axis=(1, 2))
   np.testing.assert_array_equal(removed, len(fire_at))
@@ -118,8 +127,9 @@ def test_grad_event_replaces_the_update(subset, layout):
   def freeze(step, key, state, grads, hyper, static):
     return state
 
-  method = Method("toy_freeze", grad_event=freeze,
-                  grad_event_steps=lambda s: np.ones(s.total_steps, bool))
+  method = Method(
+    "toy_freeze", grad_event=freeze, grad_event_steps=lambda s: np.ones(s.total_steps, bool)
+  )
   inputs = _inputs(CHUNK)
   result = train.make_train(static, method, method_static)(*subset, inputs)
   # Every update was replaced by a no-op: the parameters never moved.
@@ -179,11 +189,15 @@ def test_a_method_with_its_own_loss_is_refused_in_the_unit_layout():
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_chunk_independence_and_no_recompilation(subset, layout):
   static, method_static = _statics(layout)
-  method = Method("toy_pre", pre_event=_prune_largest_first_layer,
-                  pre_event_steps=lambda s: np.arange(s.total_steps) % 5 == 4)
+  method = Method(
+    "toy_pre",
+    pre_event=_prune_largest_first_layer,
+    pre_event_steps=lambda s: np.arange(s.total_steps) % 5 == 4,
+  )
   chex.clear_trace_counter()
-  guarded = train.make_train(static, method, method_static,
-                             trace_guard=functools.partial(chex.assert_max_traces, n=1))
+  guarded = train.make_train(
+    static, method, method_static, trace_guard=functools.partial(chex.assert_max_traces, n=1)
+  )
   inputs = _inputs(CHUNK)
   together = guarded(*subset, inputs)
   other = guarded(*subset, _inputs(CHUNK, seed=5))  # same shape: no new trace
@@ -196,5 +210,8 @@ def test_chunk_independence_and_no_recompilation(subset, layout):
 def test_mismatched_epochs_is_one_line_error():
   static, _ = _statics()
   with pytest.raises(ValueError, match="epochs/batches"):
-    train.make_train(static, Method("toy_pre", pre_event=_prune_largest_first_layer),
-                     MethodStatic(epochs=3, batches_per_epoch=BATCHES))
+    train.make_train(
+      static,
+      Method("toy_pre", pre_event=_prune_largest_first_layer),
+      MethodStatic(epochs=3, batches_per_epoch=BATCHES),
+    )

@@ -13,9 +13,9 @@ import pytest
 
 from cubist import data, mlp
 from cubist import masks as mask_ops
+from cubist.method import Hyper, MethodStatic
 from cubist.mlp import Layer
 from search.pruning import variational as V
-from cubist.method import Hyper, MethodStatic
 
 LN11 = math.log(11.0)
 
@@ -24,9 +24,14 @@ LN11 = math.log(11.0)
 
 
 def _hyper(strength=0.0, threshold=3.0, width=4) -> Hyper:
-  return Hyper(target_nnz=jnp.int32(0), lr=jnp.float32(0.1), strength=jnp.float32(strength),
-               threshold=jnp.float32(threshold), counts=jnp.zeros(1, jnp.int32),
-               num_weights=jnp.int32(mlp.num_weights(width)))
+  return Hyper(
+    target_nnz=jnp.int32(0),
+    lr=jnp.float32(0.1),
+    strength=jnp.float32(strength),
+    threshold=jnp.float32(threshold),
+    counts=jnp.zeros(1, jnp.int32),
+    num_weights=jnp.int32(mlp.num_weights(width)),
+  )
 
 
 def _dense_masks(width):
@@ -41,8 +46,9 @@ def _random_masks(seed, width, keep=0.6):
     mask = rng.random(ws) < keep
     mask.flat[rng.integers(mask.size)] = True
     weights.append(mask)
-  return tuple(Layer(np.asarray(l.weight), np.asarray(l.bias))
-               for l in mask_ops.with_bias_rule(weights))
+  return tuple(
+    Layer(np.asarray(l.weight), np.asarray(l.bias)) for l in mask_ops.with_bias_rule(weights)
+  )
 
 
 def _batch(seed, size=32):
@@ -62,8 +68,10 @@ def _evaluate_raw(name):
 
   def evaluate(params, aux, masks, x, y, key, step, hyper):
     loss, grads = jax.value_and_grad(method.loss, argnums=(0, 1))(
-        params, aux, masks, x, y, key, step, hyper, STATIC)
+      params, aux, masks, x, y, key, step, hyper, STATIC
+    )
     return loss, grads, method.finalize(params, aux, masks, hyper, STATIC)
+
   return evaluate
 
 
@@ -74,8 +82,9 @@ def _evaluate(name):
 
 @functools.cache
 def _aux_init(name):
-  return jax.jit(lambda key, params, masks, hyper: V.METHODS[name].aux_init(
-      key, params, masks, hyper, STATIC))
+  return jax.jit(
+    lambda key, params, masks, hyper: V.METHODS[name].aux_init(key, params, masks, hyper, STATIC)
+  )
 
 
 def _spread(name, aux):
@@ -83,9 +92,11 @@ def _spread(name, aux):
   whatever the width: VD log sigma^2 to about -3 +- 3 (log alpha inside the clip for most
   weights), L0 log alpha to about 0 +- 3 (gates closed, stochastic and open)."""
   shift = 7.0 if name == "vd" else -2.2
+
   def spread(a):
     rows, cols = np.indices(a.shape)
     return a + shift + 3.0 * np.sin(1.3 * rows + 2.1 * cols)
+
   return tuple(spread(a) for a in aux)
 
 
@@ -114,17 +125,20 @@ def test_vd_log_alpha_clipping():
   theta = jnp.array([1.0, 1e-3, 0.0])
   log_sigma2 = jnp.full(3, -10.0)
   log_alpha = V.vd_log_alpha(theta, log_sigma2)
-  np.testing.assert_allclose(log_alpha, [-10.0, -10.0 - math.log(1e-6 + 1e-8),
-                                         -10.0 - math.log(1e-8)], rtol=1e-6)
+  np.testing.assert_allclose(
+    log_alpha, [-10.0, -10.0 - math.log(1e-6 + 1e-8), -10.0 - math.log(1e-8)], rtol=1e-6
+  )
   np.testing.assert_allclose(V.vd_clip_log_alpha(log_alpha), [-8.0, 3.80556, 8.0], rtol=1e-5)
   # The training variance uses sigma^2 recomputed from the clipped log alpha:
   # theta = 1 -> e^-8 (not e^-10); theta = 1e-3 unclipped -> e^-10;
   # theta = 0 (active) -> e^8 * 1e-8.
-  mean, variance = V.vd_layer_moments(jnp.ones((1, 1)), theta[:, None], log_sigma2[:, None],
-                                      jnp.ones((3, 1), bool))
+  mean, variance = V.vd_layer_moments(
+    jnp.ones((1, 1)), theta[:, None], log_sigma2[:, None], jnp.ones((3, 1), bool)
+  )
   np.testing.assert_allclose(mean[0], theta, rtol=1e-7)
-  np.testing.assert_allclose(variance[0], [math.exp(-8), math.exp(-10), math.exp(8) * 1e-8],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    variance[0], [math.exp(-8), math.exp(-10), math.exp(8) * 1e-8], rtol=1e-5
+  )
   # The KL sum uses the clipped value too: one active weight at theta = 1 gives KL(-8).
   params = tuple(Layer(jnp.ones((1, 1)), jnp.zeros(1)) for _ in range(4))
   masks = tuple(Layer(jnp.array([[i == 0]]), jnp.ones(1, bool)) for i in range(4))
@@ -154,8 +168,7 @@ def test_l0_penalty_hand_value():
   masks = _dense_masks(2)
   masks = (Layer(np.array([[True, False], [False, False]]), masks[0].bias), *masks[1:])
   # Active weights: 1 + 4 + 4 + 2 = 11.
-  np.testing.assert_allclose(V.l0_penalty_sum(log_alpha, masks), 11 * 0.9780242920395975,
-                             rtol=1e-6)
+  np.testing.assert_allclose(V.l0_penalty_sum(log_alpha, masks), 11 * 0.9780242920395975, rtol=1e-6)
 
 
 def test_l0_train_gates_range_and_probabilities():
@@ -173,8 +186,11 @@ def test_l0_train_gates_range_and_probabilities():
 def test_regulariser_ramp():
   static = MethodStatic(epochs=1, batches_per_epoch=100, ramp_begin=0.2, ramp_end=0.6)
   steps = jnp.array([0, 20, 30, 40, 60, 99])
-  np.testing.assert_allclose(jax.vmap(lambda t: V.regulariser_ramp(t, static))(steps),
-                             [0.0, 0.0, 0.25, 0.5, 1.0, 1.0], rtol=1e-6)
+  np.testing.assert_allclose(
+    jax.vmap(lambda t: V.regulariser_ramp(t, static))(steps),
+    [0.0, 0.0, 0.25, 0.5, 1.0, 1.0],
+    rtol=1e-6,
+  )
   step_function = MethodStatic(epochs=1, batches_per_epoch=100, ramp_begin=0.5, ramp_end=0.5)
   assert float(V.regulariser_ramp(50, step_function)) == 0.0
   assert float(V.regulariser_ramp(51, step_function)) == 1.0
@@ -186,8 +202,7 @@ def test_loss_is_bce_plus_ramped_regulariser(name):
   key, (x, y) = jax.random.PRNGKey(3), _batch(0)
   forward = jax.jit(V.vd_noisy_logits if name == "vd" else V.l0_noisy_logits)
   bce = jnp.mean(optax.sigmoid_binary_cross_entropy(forward(params, aux, masks, x, key), y))
-  regulariser = (V.vd_kl_sum(params, aux, masks) if name == "vd"
-                 else V.l0_penalty_sum(aux, masks))
+  regulariser = V.vd_kl_sum(params, aux, masks) if name == "vd" else V.l0_penalty_sum(aux, masks)
   assert float(regulariser) > 1.0
   for step, ramp in ((0, 0.0), (25, 0.5), (80, 1.0)):  # ramp 0 -> 0.5 of 100 steps
     for strength in (0.0, 0.3):
@@ -200,8 +215,9 @@ def test_aux_init():
   params, masks = mlp.init(jax.random.PRNGKey(0), width), _dense_masks(width)
   key = jax.random.PRNGKey(5)
   vd_aux = V.METHODS["vd"].aux_init(key, params, masks, _hyper(), STATIC)
-  assert all(np.all(np.asarray(a) == -10.0) and a.shape == l.weight.shape
-             for a, l in zip(vd_aux, params))
+  assert all(
+    np.all(np.asarray(a) == -10.0) and a.shape == l.weight.shape for a, l in zip(vd_aux, params)
+  )
   l0_aux = jax.jit(V.l0_aux_init, static_argnums=4)(key, params, masks, _hyper(), STATIC)
   flat = np.concatenate([np.ravel(a) for a in l0_aux])
   assert flat.size == mlp.num_weights(width)
@@ -215,8 +231,9 @@ def test_local_reparameterisation_matches_sampled_weights():
   key_x, key_w, key_eps = jax.random.split(jax.random.PRNGKey(7), 3)
   hidden = jax.random.normal(key_x, (5, 3))
   theta = jnp.array([[0.5, -0.3, 0.8], [0.2, 0.6, -0.4], [-0.7, 0.1, 0.3], [0.4, -0.5, 0.9]])
-  log_sigma2 = jnp.log(jnp.array([[0.04, 0.09, 0.01], [0.25, 0.02, 0.05],
-                                  [0.1, 0.3, 0.06], [0.03, 0.07, 0.2]]))
+  log_sigma2 = jnp.log(
+    jnp.array([[0.04, 0.09, 0.01], [0.25, 0.02, 0.05], [0.1, 0.3, 0.06], [0.03, 0.07, 0.2]])
+  )
   weight_mask = jnp.ones((4, 3), bool).at[1, 2].set(False)
   bias = jnp.array([0.1, -0.2, 0.3, 0.0])
   mean, variance = V.vd_layer_moments(hidden, theta, log_sigma2, weight_mask)
@@ -234,8 +251,9 @@ def test_local_reparameterisation_matches_sampled_weights():
   layer, mask = Layer(theta, bias), Layer(weight_mask, jnp.ones(4, bool))
   keys = jax.random.split(key_eps, 10_000)
   draws = jax.jit(jax.vmap(lambda k: V.vd_noisy_layer(hidden, layer, log_sigma2, mask, k, 0)))(keys)
-  np.testing.assert_allclose(draws.mean(0), mean + bias,
-                             atol=float(5 * jnp.sqrt(variance.max() / keys.shape[0])))
+  np.testing.assert_allclose(
+    draws.mean(0), mean + bias, atol=float(5 * jnp.sqrt(variance.max() / keys.shape[0]))
+  )
   np.testing.assert_allclose(draws.var(0), variance + V.EPSILON, rtol=0.08)
   # Independent per example and unit: correlations across examples/units vanish.
   flat = (draws - draws.mean(0)).reshape(keys.shape[0], -1) / jnp.sqrt(variance.ravel())
@@ -253,16 +271,20 @@ def test_masked_weights_contribute_nothing(name):
   # Garbage in the masked entries of weights, biases and aux.
   rng = np.random.default_rng(6)
   junk_params = tuple(
-      Layer(jnp.where(m.weight, l.weight, rng.normal(size=l.weight.shape) * 5),
-            jnp.where(m.bias, l.bias, rng.normal(size=l.bias.shape) * 5))
-      for l, m in zip(params, masks))
-  junk_aux = tuple(jnp.where(m.weight, a, rng.uniform(-20, 20, a.shape))
-                   for a, m in zip(aux, masks))
+    Layer(
+      jnp.where(m.weight, l.weight, rng.normal(size=l.weight.shape) * 5),
+      jnp.where(m.bias, l.bias, rng.normal(size=l.bias.shape) * 5),
+    )
+    for l, m in zip(params, masks)
+  )
+  junk_aux = tuple(
+    jnp.where(m.weight, a, rng.uniform(-20, 20, a.shape)) for a, m in zip(aux, masks)
+  )
 
-  loss, (grad_params, grad_aux), final = _evaluate(name)(
-      params, aux, masks, x, y, key, step, hyper)
+  loss, (grad_params, grad_aux), final = _evaluate(name)(params, aux, masks, x, y, key, step, hyper)
   junk_loss, (junk_grad_params, junk_grad_aux), junk_final = _evaluate(name)(
-      junk_params, junk_aux, masks, x, y, key, step, hyper)
+    junk_params, junk_aux, masks, x, y, key, step, hyper
+  )
   assert float(loss) == float(junk_loss)
   for g, jg, m in zip(grad_params, junk_grad_params, masks):
     np.testing.assert_array_equal(np.where(m.weight, g.weight, 0), np.where(m.weight, jg.weight, 0))
@@ -273,8 +295,9 @@ def test_masked_weights_contribute_nothing(name):
   jax.tree.map(np.testing.assert_array_equal, final, junk_final)  # finalize ignores them too
   # The regulariser counts active weights only.
   if name == "vd":
-    per_weight = [V.vd_kl(V.vd_clip_log_alpha(V.vd_log_alpha(l.weight, a)))
-                  for l, a in zip(params, aux)]
+    per_weight = [
+      V.vd_kl(V.vd_clip_log_alpha(V.vd_log_alpha(l.weight, a))) for l, a in zip(params, aux)
+    ]
     total = V.vd_kl_sum(junk_params, junk_aux, masks)
   else:
     per_weight = [V.l0_expected_l0(a) for a in aux]
@@ -296,15 +319,19 @@ def test_vd_finalize_threshold_and_bias_rule():
   params = mlp.apply_masks(params, masks)
   log_theta2 = math.log(0.25)
   aux = [np.full(l.weight.shape, -10.0, np.float32) for l in params]  # log alpha ~ -8.6: keep
-  aux[0][0, 0] = 2.5 + log_theta2   # log alpha 2.5: kept at tau 3, pruned at tau 2
-  aux[2][:, 1] = 6.0 + log_theta2   # W3 column 1 pruned: hidden-2 unit 1 loses its outgoing edges
-  aux[1][0, 1] = -30.0              # masked: stays pruned however small its log alpha
+  aux[0][0, 0] = 2.5 + log_theta2  # log alpha 2.5: kept at tau 3, pruned at tau 2
+  aux[2][:, 1] = 6.0 + log_theta2  # W3 column 1 pruned: hidden-2 unit 1 loses its outgoing edges
+  aux[1][0, 1] = -30.0  # masked: stays pruned however small its log alpha
   aux = tuple(jnp.asarray(a) for a in aux)
   method = V.METHODS["vd"]
 
   final_params, final_masks = method.finalize(params, aux, masks, _hyper(threshold=3.0), STATIC)
-  expected_weights = [np.ones((2, 2), bool), np.array([[True, False], [True, True]]),
-                      np.array([[True, False], [True, False]]), np.ones((1, 2), bool)]
+  expected_weights = [
+    np.ones((2, 2), bool),
+    np.array([[True, False], [True, True]]),
+    np.array([[True, False], [True, False]]),
+    np.ones((1, 2), bool),
+  ]
   for layer, mask, expected in zip(final_params, final_masks, expected_weights):
     np.testing.assert_array_equal(mask.weight, expected)
     np.testing.assert_array_equal(layer.weight, np.where(expected, 0.5, 0.0))  # theta, unscaled
@@ -324,24 +351,27 @@ def test_l0_finalize_gate_and_bias_rule():
   params, masks = _width2_fixture()
   params = mlp.apply_masks(params, masks)
   aux = [np.full(l.weight.shape, 2.197, np.float32) for l in params]  # z_hat = 0.98
-  aux[0][1, 0] = -LN11 - 0.01       # just closed
-  aux[0][1, 1] = 5.0                # fully open: z_hat = 1
-  aux[2][:, 0] = -6.0               # W3 column 0 closed: hidden-2 unit 0 is dead-out
+  aux[0][1, 0] = -LN11 - 0.01  # just closed
+  aux[0][1, 1] = 5.0  # fully open: z_hat = 1
+  aux[2][:, 0] = -6.0  # W3 column 0 closed: hidden-2 unit 0 is dead-out
   aux = tuple(jnp.asarray(a) for a in aux)
   final_params, final_masks = V.METHODS["l0"].finalize(params, aux, masks, _hyper(), STATIC)
   gate = 0.9799757434688033
-  np.testing.assert_allclose(final_params[0].weight, [[0.5 * gate, 0.5 * gate], [0.0, 0.5]],
-                             rtol=1e-6)
-  np.testing.assert_allclose(final_params[1].weight, [[0.5 * gate, 0.0], [0.5 * gate] * 2],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    final_params[0].weight, [[0.5 * gate, 0.5 * gate], [0.0, 0.5]], rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    final_params[1].weight, [[0.5 * gate, 0.0], [0.5 * gate] * 2], rtol=1e-6
+  )
   np.testing.assert_array_equal(final_masks[2].weight, [[False, True], [False, True]])
   np.testing.assert_array_equal(final_masks[1].bias, [False, True])
   np.testing.assert_array_equal(final_params[1].bias, [0.0, 0.25])
   np.testing.assert_array_equal(final_masks[3].bias, [True])
   # Deterministic forward equals the plain MLP on the finalized weights.
   x, _ = _batch(2)
-  np.testing.assert_allclose(V.l0_deterministic_logits(params, aux, masks, x),
-                             mlp.apply(final_params, x), rtol=1e-6)
+  np.testing.assert_allclose(
+    V.l0_deterministic_logits(params, aux, masks, x), mlp.apply(final_params, x), rtol=1e-6
+  )
 
 
 # --------------------------------------------------------------------------- batching
@@ -370,8 +400,7 @@ def test_jit_vmap_over_three_experiments_matches_one_at_a_time(name):
   stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
   batched = jax.jit(jax.vmap(run))(stack(keys), stack(params), stack(masks), stack(hypers))
   single = stack([run_one(*args) for args in zip(keys, params, masks, hypers)])
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               batched, single)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), batched, single)
   counts = jax.vmap(mask_ops.weight_nnz)(batched[1][2][0])
   assert len(set(np.asarray(counts).tolist())) == 3  # the three experiments really differ
 
@@ -381,9 +410,12 @@ def test_padding_to_a_wider_bucket_changes_nothing(name):
   """A width-4 network zero-padded into width 6 sees the same noise, loss and result."""
   params, masks, _ = _experiment(8, name, keep=0.8)
   wide_params = mlp.pad_params(params, 6)
-  wide_masks = tuple(Layer(l.weight.astype(bool), l.bias.astype(bool))
-                     for l in mlp.pad_params(tuple(Layer(jnp.asarray(m.weight), jnp.asarray(m.bias))
-                                                   for m in masks), 6))
+  wide_masks = tuple(
+    Layer(l.weight.astype(bool), l.bias.astype(bool))
+    for l in mlp.pad_params(
+      tuple(Layer(jnp.asarray(m.weight), jnp.asarray(m.bias)) for m in masks), 6
+    )
+  )
   key, step, hyper, (x, y) = jax.random.PRNGKey(10), jnp.int32(90), _hyper(0.1, 1.0), _batch(4)
 
   def run(params, masks):
@@ -391,7 +423,9 @@ def test_padding_to_a_wider_bucket_changes_nothing(name):
     return aux, _evaluate(name)(params, aux, masks, x, y, key, step, hyper)
 
   (aux, (loss, grads, final)), (wide_aux, (wide_loss, wide_grads, wide_final)) = (
-      run(params, masks), run(wide_params, wide_masks))
+    run(params, masks),
+    run(wide_params, wide_masks),
+  )
   corner = lambda a, like: a[tuple(slice(0, n) for n in like.shape)]
   np.testing.assert_allclose(loss, wide_loss, rtol=1e-6)
   for a, b in zip(aux, wide_aux):
@@ -426,7 +460,8 @@ def _train_counts(name, strengths, steps=2000, lr=0.05, width=8, seed=0):
       step_key = jax.random.fold_in(key, t)
       rows = jax.random.randint(jax.random.fold_in(step_key, 0), (128,), 0, x.shape[0])
       grads = jax.grad(method.loss, argnums=(0, 1))(
-          params, aux, masks, x[rows], y[rows], jax.random.fold_in(step_key, 1), t, hyper, static)
+        params, aux, masks, x[rows], y[rows], jax.random.fold_in(step_key, 1), t, hyper, static
+      )
       updates, param_state = param_opt.update(grads[0], param_state, params)
       params = mlp.apply_masks(optax.apply_updates(params, updates), masks)
       updates, aux_state = aux_opt.update(grads[1], aux_state, aux)
@@ -465,7 +500,8 @@ def test_registry_and_proposed_grid():
   for name in ("vd", "l0"):
     strengths = grid[name]["strength"]
     np.testing.assert_allclose(strengths, np.asarray(V.PROPOSED_C[name]) / 49_982)
-    np.testing.assert_allclose(np.diff(np.log10(strengths * 49_982)),
-                               0.5 if name == "vd" else 0.25, rtol=1e-9)  # a log grid
+    np.testing.assert_allclose(
+      np.diff(np.log10(strengths * 49_982)), 0.5 if name == "vd" else 0.25, rtol=1e-9
+    )  # a log grid
   np.testing.assert_allclose(grid["vd"]["strength"][[0, -1]] * 49_982, [0.01, 1000])
   np.testing.assert_allclose(grid["l0"]["strength"][[0, -1]] * 49_982, [10, 10_000])

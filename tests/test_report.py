@@ -20,7 +20,8 @@ import jax
 import numpy as np
 import pytest
 
-from cubist import masks as mask_ops, mlp
+from cubist import masks as mask_ops
+from cubist import mlp
 from cubist.specs import ExperimentSpec
 from cubist.store import ResultStore, store_path
 from search import report
@@ -31,8 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FP = "f" * 64
 
 
-SPEC_FIELDS = ("seed", "width", "target_nnz", "mask_config", "source_id", "source_method",
-               "repeat")
+SPEC_FIELDS = ("seed", "width", "target_nnz", "mask_config", "source_id", "source_method", "repeat")
 
 
 def run(method="snip", weight_nnz=20, accuracy=0.9, family="overparam", **fields) -> dict:
@@ -44,12 +44,19 @@ def run(method="snip", weight_nnz=20, accuracy=0.9, family="overparam", **fields
     method = "plain"
   spec = ExperimentSpec(lr=0.1, epochs=2, method=method, family=family, **spec_fields)
   row = stored_row(spec, fields.pop("status", "ok"), accuracy)
-  row.update(weight_nnz=weight_nnz, model_nnz=weight_nnz + 10,
-             effective_weight_nnz=weight_nnz, dead_units=0, seconds=1.0)
+  row.update(
+    weight_nnz=weight_nnz,
+    model_nnz=weight_nnz + 10,
+    effective_weight_nnz=weight_nnz,
+    dead_units=0,
+    seconds=1.0,
+  )
   row.update(fields)
   if "exp_id" not in fields:
-    row["exp_id"] = (f"{method}-{family}-{weight_nnz}-{accuracy}-{spec.seed}-{spec.width}-"
-                     f"{spec.target_nnz}-{spec.mask_config}")
+    row["exp_id"] = (
+      f"{method}-{family}-{weight_nnz}-{accuracy}-{spec.seed}-{spec.width}-"
+      f"{spec.target_nnz}-{spec.mask_config}"
+    )
   return row
 
 
@@ -57,10 +64,14 @@ def run(method="snip", weight_nnz=20, accuracy=0.9, family="overparam", **fields
 
 
 def test_pareto_frontier_keeps_improvements_and_ignores_failed_runs():
-  rows = [run(weight_nnz=30, accuracy=0.8), run(weight_nnz=20, accuracy=0.7),
-          run(weight_nnz=20, accuracy=0.75, seed=2), run(weight_nnz=25, accuracy=0.6),
-          run(weight_nnz=10, accuracy=0.99, status="diverged"),
-          run(weight_nnz=40, accuracy=0.8, seed=3)]
+  rows = [
+    run(weight_nnz=30, accuracy=0.8),
+    run(weight_nnz=20, accuracy=0.7),
+    run(weight_nnz=20, accuracy=0.75, seed=2),
+    run(weight_nnz=25, accuracy=0.6),
+    run(weight_nnz=10, accuracy=0.99, status="diverged"),
+    run(weight_nnz=40, accuracy=0.8, seed=3),
+  ]
   frontier = analysis.pareto_frontier(rows)
   assert [(p["nnz"], p["accuracy"]) for p in frontier] == [(20, 0.75), (30, 0.8)]
   assert analysis.frontier_at(frontier, 29) == 0.75
@@ -70,14 +81,18 @@ def test_pareto_frontier_keeps_improvements_and_ignores_failed_runs():
 
 
 def test_search_levels_and_minimum():
-  rows = [run("combinatorial", 29, 0.96, family="phase1"),
-          run("combinatorial", 12, 0.90, family="phase2", mask_config="a"),
-          run("combinatorial", 12, 0.94, family="phase2", mask_config="b"),
-          run("combinatorial", 14, 0.951, family="phase2", mask_config="c"),
-          run("imp", 5, 0.99)]
+  rows = [
+    run("combinatorial", 29, 0.96, family="phase1"),
+    run("combinatorial", 12, 0.90, family="phase2", mask_config="a"),
+    run("combinatorial", 12, 0.94, family="phase2", mask_config="b"),
+    run("combinatorial", 14, 0.951, family="phase2", mask_config="c"),
+    run("imp", 5, 0.99),
+  ]
   levels = analysis.search_levels(rows)
   assert [(p["weight_nnz"], p["accuracy"], p["runs"]) for p in levels] == [
-      (12, 0.94, 2), (14, 0.951, 1)]
+    (12, 0.94, 2),
+    (14, 0.951, 1),
+  ]
   best = analysis.search_minimum(rows, 0.95)
   assert (best["weight_nnz"], best["family"]) == (14, "phase2")
   assert analysis.search_minimum(rows, 0.955)["family"] == "phase1"  # structured counts too
@@ -86,9 +101,11 @@ def test_search_levels_and_minimum():
 
 def test_method_minimum_median_over_repeats():
   # One configuration per target, three repeats (seeds); replica 2 never reaches 0.95.
-  rows = [run("imp", nnz, acc, seed=seed, target_nnz=target, repeat=seed - 5)
-          for target, nnz, accs in ((20, 18, (0.96, 0.5, 0.5)), (40, 38, (0.97, 0.96, 0.9)))
-          for seed, acc in zip((5, 6, 7), accs)]
+  rows = [
+    run("imp", nnz, acc, seed=seed, target_nnz=target, repeat=seed - 5)
+    for target, nnz, accs in ((20, 18, (0.96, 0.5, 0.5)), (40, 38, (0.97, 0.96, 0.9)))
+    for seed, acc in zip((5, 6, 7), accs)
+  ]
   found = analysis.method_minimum(rows, 0.95)
   assert found["repeats"] == 3 and found["reaching"] == 3
   # Schema-v1 rows kept no repeat index: the rank of the seed stands in for it.
@@ -112,23 +129,31 @@ def test_gap_table_with_and_without_a_search():
 
 
 def test_overparam_connectivity_and_retrain_summaries():
-  rows = [run("imp", 18, 0.9, width=4, target_nnz=20), run("imp", 38, 0.95, width=4, target_nnz=40),
-          run("imp", 19, 0.7, width=16, target_nnz=20),
-          run("snip", 20, 0.8, width=16, target_nnz=20, effective_weight_nnz=15, dead_units=3)]
+  rows = [
+    run("imp", 18, 0.9, width=4, target_nnz=20),
+    run("imp", 38, 0.95, width=4, target_nnz=40),
+    run("imp", 19, 0.7, width=16, target_nnz=20),
+    run("snip", 20, 0.8, width=16, target_nnz=20, effective_weight_nnz=15, dead_units=3),
+  ]
   assert analysis.choose_f_values(rows) == [20, 40]
   table = analysis.overparam_table(rows, [20, 40])
   assert {(r["method"], r["f"], r["width"], r["best_accuracy"]) for r in table} == {
-      ("imp", 20, 4, 0.9), ("imp", 20, 16, 0.7), ("imp", 40, 4, 0.95), ("imp", 40, 16, 0.7),
-      ("snip", 20, 16, 0.8), ("snip", 40, 16, 0.8)}
+    ("imp", 20, 4, 0.9),
+    ("imp", 20, 16, 0.7),
+    ("imp", 40, 4, 0.95),
+    ("imp", 40, 16, 0.7),
+    ("snip", 20, 16, 0.8),
+    ("snip", 40, 16, 0.8),
+  }
   snip = [r for r in analysis.connectivity_table(rows) if r["method"] == "snip"][0]
   assert (snip["disconnected_fraction"], snip["dead_units"]) == (0.25, 3.0)
   summary = {r["method"]: r for r in analysis.connectivity_summary(rows)}
   assert summary["snip"]["runs_with_dead_units"] == 1.0 and summary["imp"]["runs"] == 3
   source = run("magnitude", 40, 0.9, exp_id="src")
-  retrained = [run(kind, 40, acc, family="retrain", seed=s, source_id="src",
-                   source_method="magnitude")
-               for kind, acc, s in (("scratch_e", 0.7, 1), ("scratch_e", 0.8, 2),
-                                    ("lottery", 0.85, 3))]
+  retrained = [
+    run(kind, 40, acc, family="retrain", seed=s, source_id="src", source_method="magnitude")
+    for kind, acc, s in (("scratch_e", 0.7, 1), ("scratch_e", 0.8, 2), ("lottery", 0.85, 3))
+  ]
   summary = analysis.retrain_summary([source] + retrained)
   assert [(r["kind"], r["runs"]) for r in summary] == [("scratch_e", 2), ("lottery", 1)]
   assert summary[0]["mean_accuracy"] == pytest.approx(0.75)
@@ -136,8 +161,13 @@ def test_overparam_connectivity_and_retrain_summaries():
 
 
 def test_pick_models_at_or_above_the_reference_nnz():
-  rows = [run("imp", 10, 0.9), run("imp", 14, 0.7), run("imp", 14, 0.8, seed=2),
-          run("snip", 8, 0.99), run("scratch_e", 20, 0.9, family="retrain")]
+  rows = [
+    run("imp", 10, 0.9),
+    run("imp", 14, 0.7),
+    run("imp", 14, 0.8, seed=2),
+    run("snip", 8, 0.99),
+    run("scratch_e", 20, 0.9, family="retrain"),
+  ]
   picks = analysis.pick_models(rows, 12, 0.95)
   assert list(picks) == ["imp"] and picks["imp"]["accuracy"] == 0.8
   picks = analysis.pick_models(rows, None, 0.95)
@@ -148,11 +178,23 @@ def test_pick_models_at_or_above_the_reference_nnz():
 
 
 def test_models_come_from_the_stored_weights():
-  spec = ExperimentSpec(seed=7, lr=0.05, schedule="step", width=4, epochs=3, method="imp",
-                        target_nnz=15, family="overparam")
+  spec = ExperimentSpec(
+    seed=7,
+    lr=0.05,
+    schedule="step",
+    width=4,
+    epochs=3,
+    method="imp",
+    target_nnz=15,
+    family="overparam",
+  )
   masks = spec.masks()
-  params = tuple(mlp.Layer(np.where(m.weight, 0.25, 0).astype(np.float32),
-                           np.where(m.bias, -0.5, 0).astype(np.float32)) for m in masks)
+  params = tuple(
+    mlp.Layer(
+      np.where(m.weight, 0.25, 0).astype(np.float32), np.where(m.bias, -0.5, 0).astype(np.float32)
+    )
+    for m in masks
+  )
   model = models.from_row(stored_row(spec, accuracy=0.75, params=params))
   assert model.accuracy == 0.75 and model.source == "store"
   for got, want in zip(model.params, params):
@@ -167,20 +209,25 @@ def test_path_structure_marks_disconnected_weights_and_dead_units():
   params = mlp.init(jax.random.PRNGKey(0), 4)
   masks = mask_ops.structured_masks((2, 2, 2), 4)
   masks[1].weight[1, :] = False  # hidden-2 unit 1 has no inputs: its outgoing weights dangle
-  params = tuple(mlp.Layer(np.asarray(p.weight) * m.weight, np.asarray(p.bias) * m.bias)
-                 for p, m in zip(params, masks))
+  params = tuple(
+    mlp.Layer(np.asarray(p.weight) * m.weight, np.asarray(p.bias) * m.bias)
+    for p, m in zip(params, masks)
+  )
   effective, live = diagrams.path_structure([np.asarray(l.weight) != 0 for l in params])
   counts = mask_ops.connectivity(params)
   nnz = sum(int((np.asarray(l.weight) != 0).sum()) for l in params)
   assert nnz - sum(int(e.sum()) for e in effective) == int(counts["disconnected_weight_nnz"])
   assert not live[1][1] and live[1][0]
   assert sum(int((p & ~l).sum()) for p, l in zip(mask_ops.used_units(masks), live)) == int(
-      counts["dead_units"])
+    counts["dead_units"]
+  )
 
 
 def test_page_table_escapes_and_formats():
-  html = page.table([{"a": "<b>", "b": math.nan, "c": 2.0, "d": math.inf}],
-                    [("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")])
+  html = page.table(
+    [{"a": "<b>", "b": math.nan, "c": 2.0, "d": math.inf}],
+    [("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")],
+  )
   assert "&lt;b&gt;" in html and "\u2013" in html and ">2<" in html and "\u221e" in html
 
 
@@ -192,10 +239,21 @@ def test_build_report_covers_every_section_without_training(tmp_path):
   for method in ("imp", "snip", "magnitude", "vd"):
     for width, seed in ((4, 1), (16, 2), (16, 3)):
       for nnz, acc in ((18, 0.6), (38, 0.96)):
-        rows.append(run(method, nnz, acc, width=width, seed=seed, target_nnz=nnz + 2,
-                        effective_weight_nnz=nnz - 3, dead_units=2))
-  rows.append(run("scratch_e", 38, 0.9, family="retrain", source_id=rows[-1]["exp_id"],
-                  source_method="vd"))
+        rows.append(
+          run(
+            method,
+            nnz,
+            acc,
+            width=width,
+            seed=seed,
+            target_nnz=nnz + 2,
+            effective_weight_nnz=nnz - 3,
+            dead_units=2,
+          )
+        )
+  rows.append(
+    run("scratch_e", 38, 0.9, family="retrain", source_id=rows[-1]["exp_id"], source_method="vd")
+  )
   rows.append(run("snip", 20, 0.1, status="failed", seed=9))
   for row in rows:
     if row["status"] != "ok":
@@ -205,10 +263,20 @@ def test_build_report_covers_every_section_without_training(tmp_path):
   index = report.build_report([tmp_path / "w"], log=lambda _: None)
   text = index.read_text()
   out = index.parent
-  for name in ("gap_table.csv", "frontiers.csv", "overparam.csv", "connectivity.csv",
-               "connectivity_summary.csv", "sos_frontiers.csv", "retrain.csv",
-               "accuracy_vs_weight_nnz.png", "accuracy_vs_model_nnz.png", "overparam.png",
-               "connectivity.png", "sos.png"):
+  for name in (
+    "gap_table.csv",
+    "frontiers.csv",
+    "overparam.csv",
+    "connectivity.csv",
+    "connectivity_summary.csv",
+    "sos_frontiers.csv",
+    "retrain.csv",
+    "accuracy_vs_weight_nnz.png",
+    "accuracy_vs_model_nnz.png",
+    "overparam.png",
+    "connectivity.png",
+    "sos.png",
+  ):
     assert (out / name).is_file(), name
   assert "no combinatorial search for this target" in text
   assert (out / "decision_regions.png").is_file()  # drawn from the stored weights
@@ -221,8 +289,9 @@ def test_build_report_covers_every_section_without_training(tmp_path):
 
 
 def _binary(*args, timeout=600):
-  return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout)
+  return subprocess.run(
+    [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+  )
 
 
 @pytest.fixture(scope="module")
@@ -230,17 +299,35 @@ def tiny(tmp_path_factory):
   """A 1-epoch search (widths <= 2, target 50%: it saves a sparsest npz) and SNIP/IMP at
   width 3, then the report of both (retraining one pruning run)."""
   root = tmp_path_factory.mktemp("tiny")
-  search = _binary("-m", "experiments.search", "--config=experiments/configs/search.py:quick",
-                   "--config.epochs=1", "--config.max_width=2", "--config.target=0.5",
-                   "--config.lrs=(0.1,)", f"--workdir={root / 'search'}")
+  search = _binary(
+    "-m",
+    "experiments.search",
+    "--config=experiments/configs/search.py:quick",
+    "--config.epochs=1",
+    "--config.max_width=2",
+    "--config.target=0.5",
+    "--config.lrs=(0.1,)",
+    f"--workdir={root / 'search'}",
+  )
   assert search.returncode == 0, search.stderr[-2000:]
-  prune = _binary("-m", "experiments.prune",
-                  "--config=experiments/configs/prune.py:overparam,quick", "--config.epochs=1",
-                  "--config.widths=(3,)", "--config.targets=(15,)",
-                  '--config.methods=("snip","imp")', f"--workdir={root / 'prune'}")
+  prune = _binary(
+    "-m",
+    "experiments.prune",
+    "--config=experiments/configs/prune.py:overparam,quick",
+    "--config.epochs=1",
+    "--config.widths=(3,)",
+    "--config.targets=(15,)",
+    '--config.methods=("snip","imp")',
+    f"--workdir={root / 'prune'}",
+  )
   assert prune.returncode == 0, prune.stderr[-2000:]
-  done = _binary("-m", "experiments.report", f"--workdir={root / 'search'}",
-                 f"--workdir={root / 'prune'}", "--reproduce=2")
+  done = _binary(
+    "-m",
+    "experiments.report",
+    f"--workdir={root / 'search'}",
+    f"--workdir={root / 'prune'}",
+    "--reproduce=2",
+  )
   assert done.returncode == 0, done.stderr[-2000:]
   return root, done
 
@@ -250,8 +337,16 @@ def test_binary_draws_stored_weights_and_reproduces_runs_bit_for_bit(tiny):
   out = root / "search" / "report"
   assert f"report: {out / 'index.html'}" in done.stdout
   text = (out / "index.html").read_text()
-  for anchor in ("gap", "frontier", "overparam", "connectivity", "regions", "diagrams", "sos",
-                 "reproduce"):
+  for anchor in (
+    "gap",
+    "frontier",
+    "overparam",
+    "connectivity",
+    "regions",
+    "diagrams",
+    "sos",
+    "reproduce",
+  ):
     assert f'<section id="{anchor}">' in text
   assert "combinatorial-search minimum 5 weights" in text  # the (1, 1, 1) network
   assert "Needs pruning runs at two or more starting widths" in text
@@ -269,16 +364,17 @@ def test_bad_input_is_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and message in lines[-1], done.stderr[-1000:]
     assert "Traceback" not in done.stderr
-  check(_binary("-m", "experiments.report", f"--workdir={tmp_path / 'none'}"),
-        "does not exist or is not a directory")
+
+  check(
+    _binary("-m", "experiments.report", f"--workdir={tmp_path / 'none'}"),
+    "does not exist or is not a directory",
+  )
   (tmp_path / "empty").mkdir()
-  check(_binary("-m", "experiments.report", f"--workdir={tmp_path / 'empty'}"),
-        "no result store")
+  check(_binary("-m", "experiments.report", f"--workdir={tmp_path / 'empty'}"), "no result store")
   for index, fingerprint in enumerate((FP, "e" * 64)):
     with ResultStore(store_path(tmp_path / "mixed", index, 2), f"sweep{index}", fingerprint) as s:
       s.commit_rows([run(seed=index)])
-  check(_binary("-m", "experiments.report", f"--workdir={tmp_path / 'mixed'}"),
-        "cannot be merged")
+  check(_binary("-m", "experiments.report", f"--workdir={tmp_path / 'mixed'}"), "cannot be merged")
   (tmp_path / "junk").mkdir()
   (tmp_path / "junk" / "results.sqlite").write_bytes(b"not a database" * 100)
   with pytest.raises(ValueError, match="not a readable cubist result store"):
@@ -297,10 +393,19 @@ def test_page_loads_in_headless_chromium(tiny):
   root, _ = tiny
   out = root / "search" / "report"
   url = (out / "index.html").resolve().as_uri()
-  browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
-             "--virtual-time-budget=5000"]
-  done = subprocess.run(browser + ["--enable-logging=stderr", "--v=0", "--dump-dom", url],
-                        capture_output=True, text=True, timeout=120)
+  browser = [
+    "chromium",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--virtual-time-budget=5000",
+  ]
+  done = subprocess.run(
+    browser + ["--enable-logging=stderr", "--v=0", "--dump-dom", url],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert done.returncode == 0, done.stderr[-2000:]
   console = [l for l in done.stderr.splitlines() if "CONSOLE" in l]
   assert not [l for l in console if "error" in l.lower()], console
@@ -312,8 +417,11 @@ def test_page_loads_in_headless_chromium(tiny):
   assert "data-js-errors" not in re.search(r"<html[^>]*>", done.stdout).group(0)
   assert re.search(r'<pre id="js-errors"[^>]*></pre>', done.stdout)
   shot = out / "screenshot.png"
-  done = subprocess.run(browser + ["--hide-scrollbars", f"--screenshot={shot}",
-                                   "--window-size=1280,4000", url],
-                        capture_output=True, text=True, timeout=120)
+  done = subprocess.run(
+    browser + ["--hide-scrollbars", f"--screenshot={shot}", "--window-size=1280,4000", url],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
   assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

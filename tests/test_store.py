@@ -12,11 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cubist import masks as mask_ops, mlp
+from cubist import masks as mask_ops
+from cubist import mlp
 from cubist.semantics import SEMANTICS_VERSION
 from cubist.specs import ExperimentSpec
-from cubist.store import (RUN_COLUMNS, ResultStore, StoreError, SweepMismatchError, merge_stores,
-                          row_masks, row_params, row_spec, store_path)
+from cubist.store import (
+  RUN_COLUMNS,
+  ResultStore,
+  StoreError,
+  SweepMismatchError,
+  merge_stores,
+  row_masks,
+  row_params,
+  row_spec,
+  store_path,
+)
 from tests.rows import stored_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,24 +34,48 @@ FP = "f" * 64
 
 
 def make_row(exp_id, **overrides):
-  spec = ExperimentSpec(seed=7, lr=0.5, width=8, widths=(3, 4, 5), epochs=10, repeat=2,
-                        family="search", mask_config="n1:0,n2:1,n3:2")
+  spec = ExperimentSpec(
+    seed=7,
+    lr=0.5,
+    width=8,
+    widths=(3, 4, 5),
+    epochs=10,
+    repeat=2,
+    family="search",
+    mask_config="n1:0,n2:1,n3:2",
+  )
   row = stored_row(spec)
   row.update(exp_id=exp_id, **overrides)
   return row
 
 
 def test_round_trip_spec_weights_and_every_column(tmp_path):
-  spec = ExperimentSpec(seed=7, lr=0.5, width=8, widths=(3, 4, 5), epochs=10, repeat=2,
-                        method="imp", target_nnz=20, method_options=(("clean", True),),
-                        family="overparam")
-  params = tuple(mlp.Layer(np.arange(np.prod(m.weight.shape), dtype=np.float32).reshape(
-      m.weight.shape) * m.weight, np.full(m.bias.shape, 0.25, np.float32) * m.bias)
-      for m in spec.masks())
+  spec = ExperimentSpec(
+    seed=7,
+    lr=0.5,
+    width=8,
+    widths=(3, 4, 5),
+    epochs=10,
+    repeat=2,
+    method="imp",
+    target_nnz=20,
+    method_options=(("clean", True),),
+    family="overparam",
+  )
+  params = tuple(
+    mlp.Layer(
+      np.arange(np.prod(m.weight.shape), dtype=np.float32).reshape(m.weight.shape) * m.weight,
+      np.full(m.bias.shape, 0.25, np.float32) * m.bias,
+    )
+    for m in spec.masks()
+  )
   with ResultStore(tmp_path / "r.sqlite", "demo", FP) as store:
-    store.commit_rows([stored_row(spec, params=params),
-                       stored_row(dataclasses.replace(spec, seed=8), "diverged", 0.5,
-                                  exp_id="b")])
+    store.commit_rows(
+      [
+        stored_row(spec, params=params),
+        stored_row(dataclasses.replace(spec, seed=8), "diverged", 0.5, exp_id="b"),
+      ]
+    )
     rows = {r["exp_id"]: r for r in store.rows()}
     a, b = rows[spec.exp_id()], rows["b"]
     assert set(a) == set(RUN_COLUMNS)
@@ -53,8 +87,12 @@ def test_round_trip_spec_weights_and_every_column(tmp_path):
     assert [m.weight.tolist() for m in row_masks(a)] == [m.weight.tolist() for m in spec.masks()]
     assert a["layout"] == "dot" and a["created_at"] > 0
     # A diverged run keeps its (NaN) weights but has no loss and no NNZ counts.
-    assert (b["status"], b["loss"], b["weight_nnz"], b["model_nnz"]) == ("diverged", None, None,
-                                                                         None)
+    assert (b["status"], b["loss"], b["weight_nnz"], b["model_nnz"]) == (
+      "diverged",
+      None,
+      None,
+      None,
+    )
     assert np.isnan(row_params(b, 5)[0].weight).all()  # at its occupied width 5
     assert store.count() == 2 and store.count("ok") == 1 and store.count("diverged") == 1
 
@@ -62,8 +100,16 @@ def test_round_trip_spec_weights_and_every_column(tmp_path):
 def test_spec_json_round_trips_masks_and_options():
   masks = mask_ops.structured_masks((2, 1, 3), 16)
   masks[1].weight[0, 1] = True
-  spec = ExperimentSpec(seed=3, lr=0.1, width=16, mask=masks, family="phase2", mask_config="x",
-                        method_options=(("sos_scope", "global"),), source_id="abc")
+  spec = ExperimentSpec(
+    seed=3,
+    lr=0.1,
+    width=16,
+    mask=masks,
+    family="phase2",
+    mask_config="x",
+    method_options=(("sos_scope", "global"),),
+    source_id="abc",
+  )
   again = ExperimentSpec.from_json(spec.to_json())
   assert again == spec and again.exp_id() == spec.exp_id()
   assert [m.weight.tolist() for m in again.masks()] == [m.weight.tolist() for m in masks]
@@ -94,13 +140,16 @@ def test_done_ids_and_idempotent_rerun(tmp_path):
     assert store.rows("exp_id = 'b'")[0]["accuracy"] == 0.25
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(colour="red"), "colour"),                 # unknown key
-    (dict(method=None), "method"),                  # missing required key
-    (dict(params=None), "params"),                  # an 'ok' row needs its weights
+@pytest.mark.parametrize(
+  "bad, match",
+  [
+    (dict(colour="red"), "colour"),  # unknown key
+    (dict(method=None), "method"),  # missing required key
+    (dict(params=None), "params"),  # an 'ok' row needs its weights
     (dict(status="crashed"), "crashed"),
-    (dict(width="not a number"), "not a number"),   # fails mid-transaction
-])
+    (dict(width="not a number"), "not a number"),  # fails mid-transaction
+  ],
+)
 def test_commit_is_all_or_nothing(tmp_path, bad, match):
   with ResultStore(tmp_path / "r.sqlite", "demo", FP) as store:
     store.commit_rows([make_row("old")])
@@ -112,8 +161,11 @@ def test_commit_is_all_or_nothing(tmp_path, bad, match):
 
 
 def test_failed_row_needs_no_metrics(tmp_path):
-  row = {k: v for k, v in make_row("x", status="failed").items()
-         if k not in ("accuracy", "loss", "mask", "mask_shape", "params")}
+  row = {
+    k: v
+    for k, v in make_row("x", status="failed").items()
+    if k not in ("accuracy", "loss", "mask", "mask_shape", "params")
+  }
   with ResultStore(tmp_path / "r.sqlite", "demo", FP) as store:
     store.commit_rows([row])
     assert store.rows()[0]["accuracy"] is None
@@ -133,10 +185,13 @@ def _snapshot(folder: Path) -> dict:
 def _v1_store(path: Path) -> None:
   db = sqlite3.connect(path)
   db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-  db.execute("CREATE TABLE runs (exp_id TEXT PRIMARY KEY, family TEXT, method TEXT, status TEXT,"
-             " accuracy REAL, weight_nnz INTEGER, created_at REAL, extra TEXT)")
-  db.executemany("INSERT INTO meta VALUES (?, ?)", [("sweep_name", "old"),
-                                                    ("sweep_fingerprint", FP)])
+  db.execute(
+    "CREATE TABLE runs (exp_id TEXT PRIMARY KEY, family TEXT, method TEXT, status TEXT,"
+    " accuracy REAL, weight_nnz INTEGER, created_at REAL, extra TEXT)"
+  )
+  db.executemany(
+    "INSERT INTO meta VALUES (?, ?)", [("sweep_name", "old"), ("sweep_fingerprint", FP)]
+  )
   db.execute("INSERT INTO runs VALUES ('a', 'prune', 'imp', 'ok', 0.9, 30, 1.0, 'overparam')")
   db.commit()
   db.close()
@@ -146,8 +201,9 @@ def _other_semantics(path: Path) -> None:
   with ResultStore(path, "demo", FP) as store:
     store.commit_rows([make_row("a")])
   db = sqlite3.connect(path)
-  db.execute("UPDATE meta SET value = ? WHERE key = 'semantics_version'",
-             (str(SEMANTICS_VERSION - 1),))
+  db.execute(
+    "UPDATE meta SET value = ? WHERE key = 'semantics_version'", (str(SEMANTICS_VERSION - 1),)
+  )
   db.commit()
   db.close()
 
@@ -166,14 +222,17 @@ def _truncated(path: Path) -> None:
   path.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("make, match", [
+@pytest.mark.parametrize(
+  "make, match",
+  [
     (_v1_store, "schema-v1 store written by older cubist code"),
     (_other_semantics, f"training semantics v{SEMANTICS_VERSION - 1}, this code trains"),
     (_foreign_sqlite, "not a cubist result store"),
     (lambda p: p.write_bytes(b"garbage" * 1000), "not a readable cubist result store"),
     (_truncated, "not a readable cubist result store"),
     (lambda p: p.mkdir(), "is a directory"),
-])
+  ],
+)
 def test_stores_that_cannot_take_runs_are_refused_and_left_untouched(tmp_path, make, match):
   path = tmp_path / "w" / "results.sqlite"
   path.parent.mkdir()
@@ -200,8 +259,7 @@ def test_old_and_other_semantics_stores_stay_readable(tmp_path):
   _v1_store(path)
   with ResultStore.open_readonly(path) as store:
     (row,) = store.rows()
-    assert (store.schema, store.semantics, row["schema"], row["extra"]) == (1, None, 1,
-                                                                            "overparam")
+    assert (store.schema, store.semantics, row["schema"], row["extra"]) == (1, None, 1, "overparam")
     assert row["spec"] is None and row["params"] is None
   with pytest.raises(StoreError, match="does not record its spec"):
     row_spec(row)
@@ -226,9 +284,11 @@ def test_one_writer_per_store_file(tmp_path):
   path = tmp_path / "results.sqlite"
   with ResultStore(path, "demo", FP) as store:
     store.commit_rows([make_row("a")])
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-            "from cubist.store import ResultStore\n"
-            f"ResultStore({str(path)!r}, 'demo', {FP!r})\n")
+    code = (
+      f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+      "from cubist.store import ResultStore\n"
+      f"ResultStore({str(path)!r}, 'demo', {FP!r})\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode != 0
     assert f"is in use by process {os.getpid()}" in proc.stderr

@@ -55,8 +55,13 @@ BITWISE_ACROSS_SIZES = {"dot": True, "unit": True}
 
 
 def _static(formulation: str = "dot", **overrides) -> train.TrainStatic:
-  settings = dict(width=WIDTH, epochs=EPOCHS, num_points=NUM_POINTS, formulation=formulation,
-                  record_step_losses=True)
+  settings = dict(
+    width=WIDTH,
+    epochs=EPOCHS,
+    num_points=NUM_POINTS,
+    formulation=formulation,
+    record_step_losses=True,
+  )
   settings.update(overrides)
   return train.TrainStatic(**settings)
 
@@ -97,10 +102,12 @@ def _chunk_inputs() -> train.TrainInputs:
   keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(init_seeds))
   params = mlp.slice_params(jax.jit(jax.vmap(lambda k: mlp.init(k, 16)))(keys), WIDTH)
   inputs = train.TrainInputs(
-      key=jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds)),
-      lr=np.asarray(lrs, np.float32),
-      schedule=np.asarray([schedules.schedule_id(n) for n in names], np.int32),
-      params=params, masks=jax.tree.map(lambda *a: np.stack(a), *mask_list))
+    key=jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds)),
+    lr=np.asarray(lrs, np.float32),
+    schedule=np.asarray([schedules.schedule_id(n) for n in names], np.int32),
+    params=params,
+    masks=jax.tree.map(lambda *a: np.stack(a), *mask_list),
+  )
   inputs = jax.tree.map(lambda a: np.array(a), inputs)
   for leaf in jax.tree.leaves(inputs):
     leaf.setflags(write=False)
@@ -109,19 +116,21 @@ def _chunk_inputs() -> train.TrainInputs:
 
 def _take(tree, rows):
   rows = np.asarray(rows)
-  return jax.tree.map(lambda a: None if a is None else a[rows], tree,
-                      is_leaf=lambda a: a is None)
+  return jax.tree.map(lambda a: None if a is None else a[rows], tree, is_leaf=lambda a: a is None)
 
 
 def _max_diff(a, b) -> float:
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(la) == len(lb)
-  return max(float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
-             for u, v in zip(la, lb))
+  return max(
+    float(np.max(np.abs(np.asarray(u, np.float64) - np.asarray(v, np.float64))))
+    for u, v in zip(la, lb)
+  )
 
 
-def _assert_same_result(got: train.TrainResult, want: train.TrainResult, what: str,
-                        exact: bool) -> None:
+def _assert_same_result(
+  got: train.TrainResult, want: train.TrainResult, what: str, exact: bool
+) -> None:
   """Trajectory and full-data loss bitwise if `exact` (on CPU), else within rel 1e-6
   (abs 1e-7: parameters are O(0.1-1), so that is ~1 ulp)."""
   exact = exact and ON_CPU
@@ -175,8 +184,12 @@ def _four_chunks() -> list[train.TrainInputs]:
   """Three chunks of 4 with different values (seeds, lrs, masks, schedules, inits)."""
   base = _chunk_inputs()
   first, second = _take(base, _CHUNK0_ROWS), _take(base, _CHUNK1_ROWS)
-  third = first._replace(lr=first.lr * np.float32(0.5), schedule=(first.schedule + 1) % 3,
-                         key=second.key, masks=second.masks)
+  third = first._replace(
+    lr=first.lr * np.float32(0.5),
+    schedule=(first.schedule + 1) % 3,
+    key=second.key,
+    masks=second.masks,
+  )
   return [first, second, third]
 
 
@@ -195,12 +208,19 @@ def sharded_subprocess(tmp_path_factory, subset):
   np.savez(path, **arrays)
   static = dict(width=WIDTH, epochs=EPOCHS, num_points=NUM_POINTS, record_step_losses=True)
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+  env["XLA_FLAGS"] = (
+    env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+  ).strip()
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
   proc = subprocess.Popen(
-      [sys.executable, "-c", _SHARDED, str(path), json.dumps(static), json.dumps(_SHARDED_CHUNKS)],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    [sys.executable, "-c", _SHARDED, str(path), json.dumps(static), json.dumps(_SHARDED_CHUNKS)],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   yield proc
   if proc.poll() is None:
     proc.kill()
@@ -245,15 +265,23 @@ def test_batching_independence(chunk_runs, formulation):
       assert _max_diff(moved, in_chunk) == 0.0
     # Alone vs in the chunk.
     alone = run["alone"][i]
-    _assert_same_result(alone, in_chunk, f"exp {i} alone vs in chunk",
-                        exact=BITWISE_ACROSS_SIZES[formulation])
-    worst["trajectory"] = max(worst["trajectory"], _max_diff(
-        [getattr(alone, f) for f in TRAJECTORY], [getattr(in_chunk, f) for f in TRAJECTORY]))
-    worst["loss"] = max(worst["loss"], abs(float(alone.loss[0]) - float(in_chunk.loss[0]))
-                        / float(in_chunk.loss[0]))
-  print(f"\n[batching] {formulation}: position in chunk: bitwise; alone vs chunk of 8: max abs "
-        f"trajectory diff {worst['trajectory']:.3g}, max rel full-data loss diff "
-        f"{worst['loss']:.3g}")
+    _assert_same_result(
+      alone, in_chunk, f"exp {i} alone vs in chunk", exact=BITWISE_ACROSS_SIZES[formulation]
+    )
+    worst["trajectory"] = max(
+      worst["trajectory"],
+      _max_diff(
+        [getattr(alone, f) for f in TRAJECTORY], [getattr(in_chunk, f) for f in TRAJECTORY]
+      ),
+    )
+    worst["loss"] = max(
+      worst["loss"], abs(float(alone.loss[0]) - float(in_chunk.loss[0])) / float(in_chunk.loss[0])
+    )
+  print(
+    f"\n[batching] {formulation}: position in chunk: bitwise; alone vs chunk of 8: max abs "
+    f"trajectory diff {worst['trajectory']:.3g}, max rel full-data loss diff "
+    f"{worst['loss']:.3g}"
+  )
   assert len(set(perm.tolist())) == CHUNK and np.sum(perm == np.arange(CHUNK)) <= 1
   # The experiments really differ from each other (the test is not vacuous).
   assert len({np.asarray(chunk.step_loss[i]).tobytes() for i in range(CHUNK)}) == CHUNK
@@ -273,16 +301,20 @@ def test_independent_of_chunk_size_across_vector_blocks(subset, formulation):
   together = fn(*subset, big)
   for position in (0, 35, 39):
     alone = fn(*subset, _take(big, [position]))
-    for u, v in zip(jax.tree.leaves(alone.params), jax.tree.leaves(_take(together.params, [position]))):
+    for u, v in zip(
+      jax.tree.leaves(alone.params), jax.tree.leaves(_take(together.params, [position]))
+    ):
       np.testing.assert_array_equal(np.asarray(u), np.asarray(v), err_msg=f"position {position}")
-    np.testing.assert_array_equal(alone.loss, together.loss[position:position + 1])
+    np.testing.assert_array_equal(alone.loss, together.loss[position : position + 1])
 
 
 def test_formulations_agree(chunk_runs):
   dot, unit = chunk_runs["dot"]["chunk"], chunk_runs["unit"]["chunk"]
   rel = np.abs(np.asarray(dot.step_loss) - np.asarray(unit.step_loss)) / np.asarray(dot.step_loss)
-  print(f"\n[formulations] max rel step-loss diff dot vs unit {rel.max():.3g}; "
-        f"max abs param diff {_max_diff(dot.params, unit.params):.3g}")
+  print(
+    f"\n[formulations] max rel step-loss diff dot vs unit {rel.max():.3g}; "
+    f"max abs param diff {_max_diff(dot.params, unit.params):.3g}"
+  )
   assert rel.max() <= 1e-5
   for u, v in zip(jax.tree.leaves(dot.params), jax.tree.leaves(unit.params)):
     np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
@@ -297,8 +329,9 @@ def test_masked_entries_stay_zero(chunk_runs, formulation):
   result = chunk_runs[formulation]["chunk"]
   for i in range(CHUNK):
     final, mask = _take(result.params, i), _take(inputs.masks, i)
-    for value, keep, start in zip(jax.tree.leaves(final), jax.tree.leaves(mask),
-                                  jax.tree.leaves(_take(inputs.params, i))):
+    for value, keep, start in zip(
+      jax.tree.leaves(final), jax.tree.leaves(mask), jax.tree.leaves(_take(inputs.params, i))
+    ):
       value, keep = np.asarray(value), np.asarray(keep)
       assert np.all(np.asarray(start) != 0)  # the init is dense: masking has work to do
       assert np.all(value[~keep] == 0.0)
@@ -317,12 +350,16 @@ def test_shared_order(chunk_runs, subset):
   assert _max_diff(_take(own, [0]).params, _take(own, [1]).params) > 1e-4
   trainer = train.make_train(_static("dot", shared_order=True, order_seed=5))
   shared = jax.device_get(trainer(x, y, inputs))
-  _assert_same_result(_take(shared, [1]), _take(shared, [0]), "shared order, exp 1 vs 0",
-                      exact=True)
+  _assert_same_result(
+    _take(shared, [1]), _take(shared, [0]), "shared order, exp 1 vs 0", exact=True
+  )
   # The shared order comes from order_seed, not from the chunk: a sub-chunk agrees.
-  _assert_same_result(jax.device_get(trainer(x, y, _take(inputs, [7, 0]))),
-                      _take(shared, [7, 0]), "shared order, sub-chunk",
-                      exact=BITWISE_ACROSS_SIZES["dot"])
+  _assert_same_result(
+    jax.device_get(trainer(x, y, _take(inputs, [7, 0]))),
+    _take(shared, [7, 0]),
+    "shared order, sub-chunk",
+    exact=BITWISE_ACROSS_SIZES["dot"],
+  )
   # ... and it is not any experiment's own order.
   for i in range(CHUNK):
     assert _max_diff(_take(shared, [i]).step_loss, _take(own, [i]).step_loss) > 1e-6
@@ -333,7 +370,9 @@ def guarded_runs(subset, sharded_subprocess):
   """Three chunks of 4 with different values through ONE trainer guarded by chex.assert_max_traces(n=1)."""
   x, y = subset
   chex.clear_trace_counter()
-  trainer = train.make_train(_static("dot"), trace_guard=functools.partial(chex.assert_max_traces, n=1))
+  trainer = train.make_train(
+    _static("dot"), trace_guard=functools.partial(chex.assert_max_traces, n=1)
+  )
   results = [jax.device_get(trainer(x, y, chunk)) for chunk in _four_chunks()]
   return trainer, results
 
@@ -355,8 +394,10 @@ def test_sharding_over_two_devices_matches_one(sharded_subprocess, guarded_runs,
   assert sharded_subprocess.returncode == 0, stderr[-3000:]
   report = json.loads(stdout.strip().splitlines()[-1])
   assert report["devices"] == 2
-  single = {"dot": guarded_runs[1][:2],  # the same chunks of 4 on one device
-            "unit": [_take(chunk_runs["unit"]["chunk"], _CHUNK0_ROWS)]}  # within a chunk of 8
+  single = {
+    "dot": guarded_runs[1][:2],  # the same chunks of 4 on one device
+    "unit": [_take(chunk_runs["unit"]["chunk"], _CHUNK0_ROWS)],
+  }  # within a chunk of 8
   worst = {}
   for formulation, results in report["results"].items():
     assert len(results) == len(_SHARDED_CHUNKS[formulation])
@@ -364,13 +405,15 @@ def test_sharding_over_two_devices_matches_one(sharded_subprocess, guarded_runs,
       want = single[formulation][c]
       leaves = {f: [np.asarray(a, np.float32) for a in sharded[f]] for f in FIELDS}
       got = want._replace(
-          params=jax.tree.unflatten(jax.tree.structure(want.params), leaves["params"]),
-          **{f: leaves[f][0] for f in FIELDS if f != "params"})
+        params=jax.tree.unflatten(jax.tree.structure(want.params), leaves["params"]),
+        **{f: leaves[f][0] for f in FIELDS if f != "params"},
+      )
       for f in FIELDS:
         for u, v in zip(jax.tree.leaves(getattr(got, f)), jax.tree.leaves(getattr(want, f))):
           assert u.shape == v.shape, (formulation, f)
-      _assert_same_result(got, want, f"{formulation} chunk {c} sharded",
-                          exact=BITWISE_ACROSS_SIZES[formulation])
+      _assert_same_result(
+        got, want, f"{formulation} chunk {c} sharded", exact=BITWISE_ACROSS_SIZES[formulation]
+      )
       worst[formulation] = max(worst.get(formulation, 0.0), _max_diff(got, want))
   print(f"\n[sharding] max abs diff 2 devices vs 1: {worst}")
 
@@ -378,14 +421,17 @@ def test_sharding_over_two_devices_matches_one(sharded_subprocess, guarded_runs,
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("overrides,field", [
+@pytest.mark.parametrize(
+  "overrides,field",
+  [
     (dict(epochs=0), "epochs"),
     (dict(width=0), "width"),
     (dict(formulation="conv"), "formulation"),
     (dict(order="random"), "order"),
     (dict(num_points=1009), "num_points"),  # prime: no Feistel factorisation
     (dict(batch_size=0), "batch_size"),
-])
+  ],
+)
 def test_validate_raises_one_line_errors(overrides, field):
   static = train.TrainStatic(**{**dict(width=WIDTH, epochs=1), **overrides})
   with pytest.raises(ValueError, match=field) as error:
@@ -432,14 +478,19 @@ def test_epoch_factors_short_runs_and_learning_rates():
   # 12 epochs (the parity runs): milestones ceil(3.6) = 4 and ceil(7.2) = 8.
   assert schedules.step_milestones(12) == (4, 8)
   table = schedules.epoch_factors(12)
-  np.testing.assert_allclose(table[schedules.schedule_id("step")],
-                             [1] * 4 + [0.1] * 4 + [0.01] * 4, rtol=1e-6)
+  np.testing.assert_allclose(
+    table[schedules.schedule_id("step")], [1] * 4 + [0.1] * 4 + [0.01] * 4, rtol=1e-6
+  )
   assert np.all(np.diff(table[schedules.schedule_id("cosine")]) < 0)
   # EPOCHS = 3, as trained above: every epoch has its own step factor.
-  np.testing.assert_allclose(schedules.epoch_factors(EPOCHS)[schedules.schedule_id("step")],
-                             [1, 0.1, 0.01], rtol=1e-6)
-  lrs = np.asarray(schedules.learning_rates(jnp.asarray([0.1, 0.2], jnp.float32),
-                                            jnp.asarray([2, 0], jnp.int32), 12))
+  np.testing.assert_allclose(
+    schedules.epoch_factors(EPOCHS)[schedules.schedule_id("step")], [1, 0.1, 0.01], rtol=1e-6
+  )
+  lrs = np.asarray(
+    schedules.learning_rates(
+      jnp.asarray([0.1, 0.2], jnp.float32), jnp.asarray([2, 0], jnp.int32), 12
+    )
+  )
   np.testing.assert_allclose(lrs[0], 0.1 * table[2], rtol=1e-6)
   np.testing.assert_allclose(lrs[1], np.full(12, 0.2), rtol=1e-6)
   assert math.isclose(float(schedules.epoch_factors(1)[1][0]), 1.0)

@@ -59,11 +59,15 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-  "snip_scores", "snip_keep",
-  "grasp_scores", "grasp_keep",
+  "snip_scores",
+  "snip_keep",
+  "grasp_scores",
+  "grasp_keep",
   "synflow_prune",
   "iterative_prune",
-  "prospr_scores", "prospr_keep", "prospr_bias_masks",
+  "prospr_scores",
+  "prospr_keep",
+  "prospr_bias_masks",
   "bias_rule",
 ]
 
@@ -75,12 +79,15 @@ NUM_LAYERS = 4
 
 def _tensors(params: dict[str, np.ndarray], kind: str) -> list[torch.Tensor]:
   """The four weights or biases as float32 tensors (fresh copies)."""
-  return [torch.tensor(np.asarray(params[f"layer{i}_{kind}"], np.float32))
-          for i in range(1, NUM_LAYERS + 1)]
+  return [
+    torch.tensor(np.asarray(params[f"layer{i}_{kind}"], np.float32))
+    for i in range(1, NUM_LAYERS + 1)
+  ]
 
 
-def _forward(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-             x: torch.Tensor) -> torch.Tensor:
+def _forward(
+  weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
   """Logits (B, 1) of the four-layer ReLU MLP (METHODS B.1)."""
   h = x
   for index, (w, b) in enumerate(zip(weights, biases)):
@@ -106,7 +113,7 @@ def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 def _split(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
   out, start = [], 0
   for t in like:
-    out.append(flat[start:start + t.numel()].reshape(t.shape))
+    out.append(flat[start : start + t.numel()].reshape(t.shape))
     start += t.numel()
   return out
 
@@ -141,8 +148,9 @@ def snip_keep(scores: np.ndarray, f: int, num_weights: int) -> np.ndarray:
 # --------------------------------------------------------------------------- GraSP (E.4)
 
 
-def grasp_scores(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray,
-                 temperature: float = 200.0) -> np.ndarray:
+def grasp_scores(
+  params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, temperature: float = 200.0
+) -> np.ndarray:
   """-W * Hg (unnormalised), float32 (N,), on the halves of the given 2 S samples."""
   weights = [w.requires_grad_(True) for w in _tensors(params, "weight")]
   biases = _tensors(params, "bias")
@@ -205,26 +213,30 @@ def synflow_prune(params: dict[str, np.ndarray], f: int, iterations: int = 100) 
       for p, sign in zip(weights + biases, signs):
         p.mul_(sign)
     r = i / iterations
-    pruned = int(num_weights - f ** r / num_weights ** (r - 1))
+    pruned = int(num_weights - f**r / num_weights ** (r - 1))
     if pruned < 1:
       continue
     threshold = torch.sort(scores).values[pruned]
     weight_masks = [(s > threshold).to(torch.float32) for s in _split(scores, weights)]
-    bias_masks = [torch.tensor(m, dtype=torch.float32)
-                  for m in bias_rule([m.numpy() for m in weight_masks])]
+    bias_masks = [
+      torch.tensor(m, dtype=torch.float32) for m in bias_rule([m.numpy() for m in weight_masks])
+    ]
     with torch.no_grad():
       for p, m in zip(weights + biases, weight_masks + bias_masks):
         p.mul_(m)
-  return {"keep": _flat(weight_masks).numpy() != 0,
-          "bias_masks": [m.numpy() != 0 for m in bias_masks],
-          "scores": np.stack(history)}
+  return {
+    "keep": _flat(weight_masks).numpy() != 0,
+    "bias_masks": [m.numpy() != 0 for m in bias_masks],
+    "scores": np.stack(history),
+  }
 
 
 # --------------------------------------------------------------------------- Iter-SNIP, FORCE (E.6, E.7)
 
 
-def iterative_prune(params: dict[str, np.ndarray], batches_x: np.ndarray, batches_y: np.ndarray,
-                    f: int, variant: str) -> dict:
+def iterative_prune(
+  params: dict[str, np.ndarray], batches_x: np.ndarray, batches_y: np.ndarray, f: int, variant: str
+) -> dict:
   """Iter-SNIP (variant "iter_snip") or FORCE ("force") over the given per-step batches.
 
   batches_x (S, B, 2), batches_y (S, B). Returns {"keep": bool (N,), the final
@@ -245,8 +257,9 @@ def iterative_prune(params: dict[str, np.ndarray], batches_x: np.ndarray, batche
     if variant == "iter_snip":  # the gradient hook blocks pruned weights
       for w, m in zip(working, masks):
         w.register_hook(lambda grad, m=m: grad * m)
-    loss = _bce(_forward(working, biases, _as_tensor(batches_x[x - 1])),
-                _as_tensor(batches_y[x - 1]))
+    loss = _bce(
+      _forward(working, biases, _as_tensor(batches_x[x - 1])), _as_tensor(batches_y[x - 1])
+    )
     grads = torch.autograd.grad(loss, working)
     if variant == "iter_snip":
       saliency = _flat([(w.detach() * g).abs() for w, g in zip(working, grads)])
@@ -263,21 +276,30 @@ def iterative_prune(params: dict[str, np.ndarray], batches_x: np.ndarray, batche
 # --------------------------------------------------------------------------- ProsPr (E.8)
 
 
-def prospr_scores(params: dict[str, np.ndarray], batches_x: np.ndarray, batches_y: np.ndarray,
-                  lr: float, momentum: float = 0.9) -> np.ndarray:
+def prospr_scores(
+  params: dict[str, np.ndarray],
+  batches_x: np.ndarray,
+  batches_y: np.ndarray,
+  lr: float,
+  momentum: float = 0.9,
+) -> np.ndarray:
   """|dL_meta/dc|, float32 (N,): S = len(batches) - 1 inner SGD steps, meta-loss on the last batch."""
   weights, biases = _tensors(params, "weight"), _tensors(params, "bias")
   cs = [torch.ones_like(w, requires_grad=True) for w in weights]
   fast = [w * c for w, c in zip(weights, cs)] + [b.clone().requires_grad_(True) for b in biases]
   buffers = None
   for step in range(len(batches_x) - 1):
-    loss = _bce(_forward(fast[:NUM_LAYERS], fast[NUM_LAYERS:], _as_tensor(batches_x[step])),
-                _as_tensor(batches_y[step]))
+    loss = _bce(
+      _forward(fast[:NUM_LAYERS], fast[NUM_LAYERS:], _as_tensor(batches_x[step])),
+      _as_tensor(batches_y[step]),
+    )
     grads = torch.autograd.grad(loss, fast, create_graph=True)
     buffers = list(grads) if buffers is None else [momentum * b + g for b, g in zip(buffers, grads)]
     fast = [p - lr * b for p, b in zip(fast, buffers)]
-  meta = _bce(_forward(fast[:NUM_LAYERS], fast[NUM_LAYERS:], _as_tensor(batches_x[-1])),
-              _as_tensor(batches_y[-1]))
+  meta = _bce(
+    _forward(fast[:NUM_LAYERS], fast[NUM_LAYERS:], _as_tensor(batches_x[-1])),
+    _as_tensor(batches_y[-1]),
+  )
   return _flat([g.abs() for g in torch.autograd.grad(meta, cs)]).detach().numpy()
 
 

@@ -37,14 +37,26 @@ from search.pruning import registry, variational
 
 PAPER = registry.PAPER_METHODS
 SOS = registry.SOS_METHODS
-KNOWN = {"overparam", "fixed", "sos", "study", "retrain", "quick", "methods", "exact", "clean",
-         "target", "width"}
+KNOWN = {
+  "overparam",
+  "fixed",
+  "sos",
+  "study",
+  "retrain",
+  "quick",
+  "methods",
+  "exact",
+  "clean",
+  "target",
+  "width",
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   options = parse_options(arg, KNOWN, "prune")
-  families = [f for f in ("overparam", "fixed", "sos", "study", "retrain")
-              if f in options] or ["overparam"]
+  families = [f for f in ("overparam", "fixed", "sos", "study", "retrain") if f in options] or [
+    "overparam"
+  ]
   if len(families) > 1:
     raise ValueError(f"choose one family, not {families}")
   quick = "quick" in options
@@ -72,8 +84,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     target = 0.995 if number(options, "target", 95, "prune") > 99 else 0.95
     optimal = int(number(options, "width", 4, "prune"))
     config.widths = (optimal,) if quick else (optimal, 16)
-    config.targets = ((15, 20) if target < 0.99 else (20, 30)) if quick else (
-        grids.FIXED_TARGETS[target])
+    config.targets = (
+      ((15, 20) if target < 0.99 else (20, 30)) if quick else (grids.FIXED_TARGETS[target])
+    )
     config.repeats = 1 if quick else grids.FIXED_REPEATS
   elif config.family == "sos":
     config.methods = SOS
@@ -84,10 +97,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if quick:
       config.strengths = {"vd": (1 / 49_982, 100 / 49_982), "l0": (100 / 49_982, 1000 / 49_982)}
     else:
-      config.strengths = {name: tuple(float(v) for v in variational.proposed_strengths(name))
-                          for name in ("vd", "l0")}
-    config.thresholds = (3.0,) if quick else tuple(
-        float(t) for t in variational.PROPOSED_THRESHOLDS)
+      config.strengths = {
+        name: tuple(float(v) for v in variational.proposed_strengths(name)) for name in ("vd", "l0")
+      }
+    config.thresholds = (
+      (3.0,) if quick else tuple(float(t) for t in variational.PROPOSED_THRESHOLDS)
+    )
   elif config.family == "study":
     config.methods = PAPER + SOS
     config.widths = (16,)

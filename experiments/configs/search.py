@@ -32,8 +32,16 @@ import ml_collections
 from experiments.configs.common import number, parse_options
 from search import grids
 
-KNOWN = {"target", "fixed", "reference_caps", "exhaustive", "canonical", "quick", "fallback",
-         "phase1_only"}
+KNOWN = {
+  "target",
+  "fixed",
+  "reference_caps",
+  "exhaustive",
+  "canonical",
+  "quick",
+  "fallback",
+  "phase1_only",
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -26,14 +26,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   options = parse_options(arg, {"quick"}, "train")
   config = ml_collections.ConfigDict()
   config.name = "train"
-  config.width = 16                # full width the networks live in
+  config.width = 16  # full width the networks live in
   config.widths = ((16, 16, 16), (8, 8, 8), (3, 3, 3))  # (d1, d2, d3) structured masks
   config.seeds = (0, 1)
   config.lrs = grids.SEARCH_LRS
   config.schedules = grids.SCHEDULES
   config.epochs = 50
   config.batch_size = 128
-  config.init = "random"           # or the path of an npz such as ../shared/data/bench95_init.npz
+  config.init = "random"  # or the path of an npz such as ../shared/data/bench95_init.npz
   config.shared_order = False
   if "quick" in options:
     config.name = "train-quick"

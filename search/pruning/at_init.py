@@ -40,18 +40,16 @@ columns, i.e. from the run's width, not the padded one.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cubist import masks as mask_ops
 from cubist import order
-from cubist.mlp import Layer, Params, apply
 from cubist.layouts import bce_with_logits
-from search.pruning import select
 from cubist.method import COUNT_MODES, Hyper, Method, MethodStatic
+from cubist.mlp import Layer, Params, apply
+from search.pruning import counts, select
 
 GRASP_SAMPLES_PER_CLASS = 25  # §E.4: paper (1) uses 25 (the original CIFAR configs 10)
 GRASP_TEMPERATURE = 200.0  # §E.4: T
@@ -98,8 +96,9 @@ def _install(params: Params, masks: Params, keep: jax.Array) -> tuple[Params, Pa
   (for a starting mask that follows the rule this AND changes nothing).
   """
   rule = select.masks_from_flat(keep, params)
-  new_masks = tuple(Layer(new.weight, new.bias & old.bias.astype(bool))
-                    for new, old in zip(rule, masks))
+  new_masks = tuple(
+    Layer(new.weight, new.bias & old.bias.astype(bool)) for new, old in zip(rule, masks)
+  )
   return select.apply_weight_keep(params, new_masks), new_masks
 
 
@@ -156,8 +155,9 @@ def shuffled_prefix(key: jax.Array, num_points: int, length: int) -> jax.Array:
   return _data_order(key, num_points)(jnp.arange(length, dtype=jnp.int32))
 
 
-def grasp_sample_indices(key: jax.Array, y: jax.Array,
-                         per_class: int = GRASP_SAMPLES_PER_CLASS) -> jax.Array:
+def grasp_sample_indices(
+  key: jax.Array, y: jax.Array, per_class: int = GRASP_SAMPLES_PER_CLASS
+) -> jax.Array:
   """GraSP's samples: the first `per_class` points of each class in a fresh order, int32 (2 per_class,).
 
   Class 0 first, then class 1 (§E.4). Kept quirk (§H 6): GraSP splits this set
@@ -213,8 +213,9 @@ def snip_scores(params: Params, batch_x: jax.Array, batch_y: jax.Array) -> jax.A
   return jnp.abs(select.flat_weights(grads) * select.flat_weights(params))
 
 
-def grasp_scores(params: Params, sample_x: jax.Array, sample_y: jax.Array,
-                 temperature: float = GRASP_TEMPERATURE) -> jax.Array:
+def grasp_scores(
+  params: Params, sample_x: jax.Array, sample_y: jax.Array, temperature: float = GRASP_TEMPERATURE
+) -> jax.Array:
   """GraSP score -W * Hg, flat (N_arr,) (§E.4).
 
   sample_x (2S, 2), sample_y (2S,): split into halves H1, H2. With L_h the
@@ -235,8 +236,10 @@ def grasp_scores(params: Params, sample_x: jax.Array, sample_y: jax.Array,
   gradient = jax.lax.stop_gradient(jax.tree.map(jnp.add, *half_grads))
 
   def gradient_dot(weights):
-    return sum(sum(jnp.vdot(g, d) for g, d in zip(gradient, jax.grad(half_loss)(weights, hx, hy)))
-               for hx, hy in halves)
+    return sum(
+      sum(jnp.vdot(g, d) for g, d in zip(gradient, jax.grad(half_loss)(weights, hx, hy)))
+      for hx, hy in halves
+    )
 
   hessian_gradient = jax.grad(gradient_dot)(weights)
   return -jnp.concatenate([jnp.ravel(w * hg) for w, hg in zip(weights, hessian_gradient)])
@@ -259,8 +262,9 @@ def synflow_scores(params: Params) -> jax.Array:
   return jnp.abs(jnp.concatenate([jnp.ravel(w * g) for w, g in zip(_weights(abs_params), grads)]))
 
 
-def iter_snip_scores(params: Params, keep: jax.Array, batch_x: jax.Array,
-                     batch_y: jax.Array) -> jax.Array:
+def iter_snip_scores(
+  params: Params, keep: jax.Array, batch_x: jax.Array, batch_y: jax.Array
+) -> jax.Array:
   """Iter-SNIP saliency |W_cur * grad L(W_cur)| with W_cur = W * keep, flat (N_arr,) (§E.6).
 
   keep: bool (N_arr,) the weights still alive. The reference's gradient hook
@@ -269,16 +273,16 @@ def iter_snip_scores(params: Params, keep: jax.Array, batch_x: jax.Array,
   reproduced (the minimum is 0 whenever something is pruned). Biases are not
   masked in the working copy.
   """
-  current = _with_weights(params, select.unflat_weights(
-      select.flat_weights(params) * keep, params))
+  current = _with_weights(params, select.unflat_weights(select.flat_weights(params) * keep, params))
   grads = jax.grad(_mean_loss)(current, batch_x, batch_y)
   flat_grads = select.flat_weights(grads) * keep  # the gradient hook
   saliency = jnp.abs(select.flat_weights(current) * flat_grads)
   return jnp.where(keep, saliency, jnp.min(saliency))
 
 
-def force_scores(params: Params, keep: jax.Array, batch_x: jax.Array,
-                 batch_y: jax.Array) -> jax.Array:
+def force_scores(
+  params: Params, keep: jax.Array, batch_x: jax.Array, batch_y: jax.Array
+) -> jax.Array:
   """FORCE saliency |W0 * grad L(W0 * keep)|, flat (N_arr,) (§E.7).
 
   The gradient is taken at the sparse point (pruned weights set to 0, not
@@ -291,9 +295,14 @@ def force_scores(params: Params, keep: jax.Array, batch_x: jax.Array,
   return jnp.abs(flat_original * select.flat_weights(grads))
 
 
-def prospr_scores(params: Params, batches_x: jax.Array, batches_y: jax.Array,
-                  lr: jax.Array, momentum: float = PROSPR_MOMENTUM,
-                  masks: Params | None = None) -> jax.Array:
+def prospr_scores(
+  params: Params,
+  batches_x: jax.Array,
+  batches_y: jax.Array,
+  lr: jax.Array,
+  momentum: float = PROSPR_MOMENTUM,
+  masks: Params | None = None,
+) -> jax.Array:
   """ProsPr meta-gradient |dL_meta/dc| through the inner SGD steps, flat (N_arr,) (§E.8).
 
   batches_x (S + 1, B, 2), batches_y (S + 1, B): S inner steps (3 in the
@@ -306,6 +315,7 @@ def prospr_scores(params: Params, batches_x: jax.Array, batches_y: jax.Array,
   inner steps (a no-op for a dense or zero-padded start, whose padded entries
   get zero gradient).
   """
+
   def inner_step(carry, batch):
     fast, buffer = carry
     grads = jax.grad(_mean_loss)(fast, *batch)
@@ -329,8 +339,9 @@ def prospr_scores(params: Params, batches_x: jax.Array, batches_y: jax.Array,
 # --------------------------------------------------------------------------- selection
 
 
-def snip_select(scores: jax.Array, count: jax.Array, valid: jax.Array,
-                count_mode: str) -> jax.Array:
+def snip_select(
+  scores: jax.Array, count: jax.Array, valid: jax.Array, count_mode: str
+) -> jax.Array:
   """SNIP keep vector, bool (N_arr,) (§E.3).
 
   reference: acceptable = the count-th largest score, keep s >= acceptable
@@ -343,8 +354,9 @@ def snip_select(scores: jax.Array, count: jax.Array, valid: jax.Array,
   return (masked >= select.kth_largest(masked, count)) & valid
 
 
-def grasp_select(scores: jax.Array, removed: jax.Array, num_weights: jax.Array,
-                 valid: jax.Array, count_mode: str) -> jax.Array:
+def grasp_select(
+  scores: jax.Array, removed: jax.Array, num_weights: jax.Array, valid: jax.Array, count_mode: str
+) -> jax.Array:
   """GraSP keep vector, bool (N_arr,) (§E.4): the `removed` largest scores go.
 
   reference: acceptable = the removed-th largest score, keep s < acceptable
@@ -360,8 +372,9 @@ def grasp_select(scores: jax.Array, removed: jax.Array, num_weights: jax.Array,
   return (masked < select.kth_largest(masked, removed)) & valid
 
 
-def strict_select(scores: jax.Array, count: jax.Array, valid: jax.Array,
-                  count_mode: str) -> jax.Array:
+def strict_select(
+  scores: jax.Array, count: jax.Array, valid: jax.Array, count_mode: str
+) -> jax.Array:
   """Keep vector of SynFlow / Iter-SNIP / FORCE steps, bool (N_arr,).
 
   reference: acceptable = the count-th largest valid score, keep s >
@@ -376,9 +389,14 @@ def strict_select(scores: jax.Array, count: jax.Array, valid: jax.Array,
   return (masked > select.kth_largest(masked, count)) & valid
 
 
-def synflow_masks(params: Params, masks: Params, pruned_counts: jax.Array,
-                  num_weights: jax.Array, count_mode: str,
-                  score_fn=synflow_scores) -> tuple[Params, Params]:
+def synflow_masks(
+  params: Params,
+  masks: Params,
+  pruned_counts: jax.Array,
+  num_weights: jax.Array,
+  count_mode: str,
+  score_fn=synflow_scores,
+) -> tuple[Params, Params]:
   """SynFlow's 100-iteration loop (§E.5): (pruned params, masks).
 
   pruned_counts: int32 (I,) P_i, the number of weights to prune at iteration
@@ -403,17 +421,25 @@ def synflow_masks(params: Params, masks: Params, pruned_counts: jax.Array,
     if count_mode == "exact":
       new_keep = select.keep_top_k(scores, num_weights - pruned, keep)
     else:
-      new_keep = jnp.where(pruned >= 1,
-                           strict_select(scores, num_weights - pruned, valid, "reference"), keep)
+      new_keep = jnp.where(
+        pruned >= 1, strict_select(scores, num_weights - pruned, valid, "reference"), keep
+      )
     return _install(current, masks, new_keep)[0], new_keep
 
   current, keep = jax.lax.fori_loop(0, pruned_counts.shape[0], iteration, (params, valid))
   return _install(current, masks, keep)
 
 
-def iterative_masks(params: Params, valid: jax.Array, batches_x: jax.Array,
-                    batches_y: jax.Array, counts: jax.Array, count_mode: str,
-                    revive: bool, score_fn=None) -> tuple[jax.Array, jax.Array]:
+def iterative_masks(
+  params: Params,
+  valid: jax.Array,
+  batches_x: jax.Array,
+  batches_y: jax.Array,
+  counts: jax.Array,
+  count_mode: str,
+  revive: bool,
+  score_fn=None,
+) -> tuple[jax.Array, jax.Array]:
   """Iter-SNIP (revive=False, §E.6) or FORCE (revive=True, §E.7) steps: (keep, scores).
 
   batches_x (S, B, 2), batches_y (S, B): one fresh batch per step. counts:
@@ -506,11 +532,13 @@ def _iterative_at_init(key, params, masks, x, y, hyper, static, revive):
   _, data_key = _split_key(key)
   x, y = jnp.asarray(x), jnp.asarray(y)
   steps = hyper.counts.shape[0]
-  indices = jax.vmap(lambda step: shuffled_prefix(
-      jax.random.fold_in(data_key, step), x.shape[0], static.batch_size))(jnp.arange(steps))
+  indices = jax.vmap(
+    lambda step: shuffled_prefix(jax.random.fold_in(data_key, step), x.shape[0], static.batch_size)
+  )(jnp.arange(steps))
   valid = select.flat_weights(masks).astype(bool)
-  keep, _ = iterative_masks(params, valid, x[indices], y[indices], hyper.counts,
-                            static.count_mode, revive)
+  keep, _ = iterative_masks(
+    params, valid, x[indices], y[indices], hyper.counts, static.count_mode, revive
+  )
   if static.count_mode == "reference":  # §E.6: weight mask = 1 where the masked weight is nonzero
     keep = keep & (select.flat_weights(params) != 0)
   return _install(params, masks, keep)
@@ -532,8 +560,9 @@ def prospr_at_init(key, params, masks, x, y, hyper: Hyper, static: MethodStatic)
   _, data_key = _split_key(key)
   indices = shuffled_prefix(data_key, x.shape[0], (PROSPR_INNER_STEPS + 1) * static.batch_size)
   indices = indices.reshape(PROSPR_INNER_STEPS + 1, static.batch_size)
-  scores = prospr_scores(params, jnp.asarray(x)[indices], jnp.asarray(y)[indices], hyper.lr,
-                         masks=masks)
+  scores = prospr_scores(
+    params, jnp.asarray(x)[indices], jnp.asarray(y)[indices], hyper.lr, masks=masks
+  )
   valid = select.flat_weights(masks).astype(bool)
   # Both modes keep exactly counts[0] (reference: ceil(N (1 - prune_ratio)), f or f + 1,
   # §H 3); torch.topk's tie order is unspecified, ties go to the lower index here.
@@ -555,8 +584,9 @@ def prospr_failed(masks: Params, hyper: Hyper, static: MethodStatic) -> jax.Arra
 
 def _exact_schedule(f: int, num_weights: int, steps: int) -> list[int]:
   """Kept counts of an exponential schedule with exact rounding, ending at exactly f."""
-  kept = [max(f, round(num_weights * (f / num_weights) ** (step / steps)))
-          for step in range(1, steps + 1)]
+  kept = [
+    max(f, round(num_weights * (f / num_weights) ** (step / steps))) for step in range(1, steps + 1)
+  ]
   kept[-1] = f
   return kept
 
@@ -565,24 +595,21 @@ def _counts(values) -> np.ndarray:
   return np.asarray(values, np.int32)
 
 
+# The reference counts are the formulas of search/pruning/counts.py (their one
+# home, also behind the §E.10 table); exact mode asks for f.
+
+
 def snip_host_counts(f: int, num_weights: int, static: MethodStatic) -> np.ndarray:
   """[k]: reference k = int(N (f / N)) (§E.3; may be f - 1); exact [f]."""
   f, n = int(f), int(num_weights)
-  return _counts([f] if static.count_mode == "exact" else [int(n * (f / n))])
+  return _counts([f] if static.count_mode == "exact" else [counts.snip_count(f, n)])
 
 
 def grasp_host_counts(f: int, num_weights: int, static: MethodStatic) -> np.ndarray:
-  """[R], the number removed (§E.4); exact [N - f].
-
-  reference: R = int(N (1 - keep_ratio)), keep_ratio = 1 - prune_ratio,
-  prune_ratio = 1 - f / N, so f or f + 1 stay (§H 3).
-  """
+  """[R], the number removed (§E.4): reference N - counts.grasp_count (f or f + 1 stay,
+  §H 3); exact [N - f]."""
   f, n = int(f), int(num_weights)
-  if static.count_mode == "exact":
-    return _counts([n - f])
-  prune_ratio = 1 - f / n
-  keep_ratio = 1 - prune_ratio
-  return _counts([int(n * (1 - keep_ratio))])
+  return _counts([n - (f if static.count_mode == "exact" else counts.grasp_count(f, n))])
 
 
 def synflow_host_counts(f: int, num_weights: int, static: MethodStatic) -> np.ndarray:
@@ -597,8 +624,7 @@ def synflow_host_counts(f: int, num_weights: int, static: MethodStatic) -> np.nd
   f, n = int(f), int(num_weights)
   if static.count_mode == "exact":
     return _counts([n - kept for kept in _exact_schedule(f, n, SYNFLOW_ITERATIONS)])
-  ratios = [i / SYNFLOW_ITERATIONS for i in range(1, SYNFLOW_ITERATIONS + 1)]
-  return _counts([int(n - f ** r / n ** (r - 1)) for r in ratios])
+  return _counts(counts.synflow_prune_counts(f, n))
 
 
 def iterative_host_counts(f: int, num_weights: int, static: MethodStatic) -> np.ndarray:
@@ -609,40 +635,54 @@ def iterative_host_counts(f: int, num_weights: int, static: MethodStatic) -> np.
   f, n = int(f), int(num_weights)
   if static.count_mode == "exact":
     return _counts(_exact_schedule(f, n, ITERATIVE_STEPS))
-  return _counts([int(n * math.exp(-x * (-math.log(f / n)) / ITERATIVE_STEPS))
-                  for x in range(1, ITERATIVE_STEPS + 1)])
+  return _counts(counts.force_counts(f, n, ITERATIVE_STEPS))
 
 
 def prospr_host_counts(f: int, num_weights: int, static: MethodStatic) -> np.ndarray:
   """[k]: reference ceil(N (1 - prune_ratio)), prune_ratio = 1 - f / N (§E.8; may be f + 1); exact [f]."""
   f, n = int(f), int(num_weights)
-  if static.count_mode == "exact":
-    return _counts([f])
-  prune_ratio = 1 - f / n
-  return _counts([math.ceil(n * (1 - prune_ratio))])
+  return _counts([f if static.count_mode == "exact" else counts.prospr_count(f, n)])
 
 
 # --------------------------------------------------------------------------- registry
 
 
 METHODS: dict[str, Method] = {
-    "snip": Method(
-        name="snip", at_init=snip_at_init, host_counts=snip_host_counts,
-        description="SNIP (§E.3): |g * W| on one batch, keep the k best (ties kept)"),
-    "grasp": Method(
-        name="grasp", at_init=grasp_at_init, host_counts=grasp_host_counts,
-        description="GraSP (§E.4): -W * Hg on 25 + 25 samples at T = 200, remove the R largest"),
-    "synflow": Method(
-        name="synflow", at_init=synflow_at_init, host_counts=synflow_host_counts,
-        description="SynFlow (§E.5): 100 data-free iterations of |W * dR/dW|, exponential schedule"),
-    "iter_snip": Method(
-        name="iter_snip", at_init=iter_snip_at_init, host_counts=iterative_host_counts,
-        description="Iter-SNIP (§E.6): 10 SNIP steps on the progressively pruned net"),
-    "force": Method(
-        name="force", at_init=force_at_init, host_counts=iterative_host_counts,
-        description="FORCE (§E.7): 10 steps, |W0 * grad at the sparse net|, revival allowed"),
-    "prospr": Method(
-        name="prospr", at_init=prospr_at_init, host_counts=prospr_host_counts,
-        failed=prospr_failed,
-        description="ProsPr (§E.8): |dL/dc| through 3 inner SGD steps, global top-k"),
+  "snip": Method(
+    name="snip",
+    at_init=snip_at_init,
+    host_counts=snip_host_counts,
+    description="SNIP (§E.3): |g * W| on one batch, keep the k best (ties kept)",
+  ),
+  "grasp": Method(
+    name="grasp",
+    at_init=grasp_at_init,
+    host_counts=grasp_host_counts,
+    description="GraSP (§E.4): -W * Hg on 25 + 25 samples at T = 200, remove the R largest",
+  ),
+  "synflow": Method(
+    name="synflow",
+    at_init=synflow_at_init,
+    host_counts=synflow_host_counts,
+    description="SynFlow (§E.5): 100 data-free iterations of |W * dR/dW|, exponential schedule",
+  ),
+  "iter_snip": Method(
+    name="iter_snip",
+    at_init=iter_snip_at_init,
+    host_counts=iterative_host_counts,
+    description="Iter-SNIP (§E.6): 10 SNIP steps on the progressively pruned net",
+  ),
+  "force": Method(
+    name="force",
+    at_init=force_at_init,
+    host_counts=iterative_host_counts,
+    description="FORCE (§E.7): 10 steps, |W0 * grad at the sparse net|, revival allowed",
+  ),
+  "prospr": Method(
+    name="prospr",
+    at_init=prospr_at_init,
+    host_counts=prospr_host_counts,
+    failed=prospr_failed,
+    description="ProsPr (§E.8): |dL/dc| through 3 inner SGD steps, global top-k",
+  ),
 }

@@ -36,8 +36,7 @@ RIGL_END_FRACTION = 0.75
 # SoS magnitude pruning (§F.1): histogram bins of tf.contrib.model_pruning.
 SOS_NBINS = 256
 # Methods of the §E.10 table, in its order.
-TABLE_METHODS = ("imp", "lth", "snip", "grasp", "synflow", "iter_snip", "force", "prospr",
-                 "rigl")
+TABLE_METHODS = ("imp", "lth", "snip", "grasp", "synflow", "iter_snip", "force", "prospr", "rigl")
 
 
 # --------------------------------------------------------------------------- geometry
@@ -83,8 +82,9 @@ def imp_event_steps(total_steps: int) -> np.ndarray:
   return np.arange(interval, total_steps, interval)
 
 
-def imp_counts(f: int, num_weights: int, total_steps: int = 19_500,
-               clamp: bool = False) -> np.ndarray:
+def imp_counts(
+  f: int, num_weights: int, total_steps: int = 19_500, clamp: bool = False
+) -> np.ndarray:
   """K_k = int(f + (N - f) * (1 - frac_k)**3), frac_k = t_k / (199.0 * Δ), for every event k.
 
   Reference (clamp=False): events 200 and 201 have frac > 1, so (1 - frac)^3 is
@@ -106,8 +106,9 @@ def imp_counts(f: int, num_weights: int, total_steps: int = 19_500,
 # --------------------------------------------------------------------------- LTH (§E.2)
 
 
-def lth_counts(f: int, num_weights: int, rounds: int = LTH_ROUNDS,
-               exact: bool = False) -> np.ndarray:
+def lth_counts(
+  f: int, num_weights: int, rounds: int = LTH_ROUNDS, exact: bool = False
+) -> np.ndarray:
   """K_r = int(N * (f/N)**(r/(rounds-1))) after rounds r = 1..rounds-1.
 
   N = 560, f = 20 gives 243, 105, 46, 20.
@@ -175,8 +176,9 @@ def erk_densities(shapes, density: float, power_scale: float = 1.0) -> list[floa
           dense_layers.add(index)
     else:
       break
-  return [1.0 if index in dense_layers else float(epsilon * raw[index])
-          for index in range(len(shapes))]
+  return [
+    1.0 if index in dense_layers else float(epsilon * raw[index]) for index in range(len(shapes))
+  ]
 
 
 def erk_layer_counts(f: int, num_weights: int, exact: bool = False) -> np.ndarray:
@@ -228,8 +230,13 @@ def rigl_update_steps(total_steps: int) -> np.ndarray:
 def rigl_drop_fractions(total_steps: int) -> np.ndarray:
   """alpha_s = alpha/2 * (1 + cos(s pi / T_end)) at every update s (float64, reference order)."""
   end_step = rigl_end_step(total_steps)
-  return np.asarray([RIGL_ALPHA / 2 * (1 + np.cos((int(step + 1) * np.pi) / end_step))
-                     for step in rigl_update_steps(total_steps)], np.float64)
+  return np.asarray(
+    [
+      RIGL_ALPHA / 2 * (1 + np.cos((int(step + 1) * np.pi) / end_step))
+      for step in rigl_update_steps(total_steps)
+    ],
+    np.float64,
+  )
 
 
 def rigl_drop_counts(layer_counts, dense, total_steps: int) -> np.ndarray:
@@ -262,8 +269,10 @@ def sos_schedule(total_steps: int, begin: float, end: float, freq: float) -> tup
   Fractions are floored (a 1e-9 guard absorbs float noise such as 0.59 * 19500);
   the frequency is at least one step.
   """
+
   def steps(fraction):
     return int(math.floor(fraction * total_steps + 1e-9))
+
   t_begin, t_end, frequency = steps(begin), steps(end), max(1, steps(freq))
   if t_end <= t_begin:
     raise ValueError(f"SoS pruning must begin before it ends: t_begin={t_begin}, t_end={t_end}")
@@ -288,8 +297,14 @@ def sos_event_steps(total_steps: int, begin: float, end: float, freq: float) -> 
   return np.asarray(out, np.int64)
 
 
-def sos_sparsity(step, target_sparsity: float, t_begin: int, t_end: int,
-                 initial_sparsity: float = 0.0, exponent: float = 3.0):
+def sos_sparsity(
+  step,
+  target_sparsity: float,
+  t_begin: int,
+  t_end: int,
+  initial_sparsity: float = 0.0,
+  exponent: float = 3.0,
+):
   """Zhu-Gupta s_t = s_f + (s_i - s_f) (1 - p)^3, p = clip((t - t_b)/(t_e - t_b), 0, 1).
 
   Float64 on the host (the device version, magnitude.sos_sparsity, is float32 like TF).
@@ -298,8 +313,9 @@ def sos_sparsity(step, target_sparsity: float, t_begin: int, t_end: int,
   return target_sparsity + (initial_sparsity - target_sparsity) * (1 - p) ** exponent
 
 
-def sos_counts(f: int, num_weights: int, total_steps: int, begin: float, end: float,
-               freq: float, scope: str) -> np.ndarray:
+def sos_counts(
+  f: int, num_weights: int, total_steps: int, begin: float, end: float, freq: float, scope: str
+) -> np.ndarray:
   """Weights to keep at every SoS event, round(n (1 - s_t)) with s_f = 1 - f/N.
 
   scope "layer": per weight tensor (SoS's layer-wise uniform sparsity), int32
@@ -332,15 +348,15 @@ def nominal_counts(f: int, num_weights: int, total_steps: int = 19_500) -> dict[
   """
   n = num_weights
   return {
-      "imp": int(imp_counts(f, n, total_steps)[-1]),
-      "lth": int(lth_counts(f, n)[-1]),
-      "snip": snip_count(f, n),
-      "grasp": grasp_count(f, n),
-      "synflow": n - synflow_prune_counts(f, n)[-1],
-      "iter_snip": force_counts(f, n)[-1],
-      "force": force_counts(f, n)[-1],
-      "prospr": prospr_count(f, n),
-      "rigl": int(erk_layer_counts(f, n).sum()),
+    "imp": int(imp_counts(f, n, total_steps)[-1]),
+    "lth": int(lth_counts(f, n)[-1]),
+    "snip": snip_count(f, n),
+    "grasp": grasp_count(f, n),
+    "synflow": n - synflow_prune_counts(f, n)[-1],
+    "iter_snip": force_counts(f, n)[-1],
+    "force": force_counts(f, n)[-1],
+    "prospr": prospr_count(f, n),
+    "rigl": int(erk_layer_counts(f, n).sum()),
   }
 
 
@@ -358,8 +374,9 @@ def grasp_count(f: int, num_weights: int) -> int:
 def synflow_prune_counts(f: int, num_weights: int) -> list[int]:
   """SynFlow P_i = int(N - f**r_i / N**(r_i - 1)), r_i = i/100, i = 1..100 (§E.5)."""
   n = num_weights
-  return [int(n - ((f ** ((i + 1.0) / 100.0)) / (n ** ((i + 1.0) / 100.0 - 1.0))))
-          for i in range(100)]
+  return [
+    int(n - ((f ** ((i + 1.0) / 100.0)) / (n ** ((i + 1.0) / 100.0 - 1.0)))) for i in range(100)
+  ]
 
 
 def synflow_final_count(f: int, num_weights: int) -> int:
@@ -378,8 +395,10 @@ def synflow_final_count(f: int, num_weights: int) -> int:
 def force_counts(f: int, num_weights: int, num_steps: int = 10) -> list[int]:
   """Iter-SNIP / FORCE K_x = int(N * exp(-x (-ln(f/N)) / 10)), x = 1..10 (§E.6)."""
   factor = f / float(num_weights)
-  return [int(num_weights * np.exp(0 - ((x + 1) * (0 - np.log(factor)) / num_steps)))
-          for x in range(num_steps)]
+  return [
+    int(num_weights * np.exp(0 - ((x + 1) * (0 - np.log(factor)) / num_steps)))
+    for x in range(num_steps)
+  ]
 
 
 def prospr_count(f: int, num_weights: int) -> int:
@@ -387,8 +406,13 @@ def prospr_count(f: int, num_weights: int) -> int:
   return math.ceil(num_weights * (1 - (1.0 - f / float(num_weights))))
 
 
-def final_counts(f: int, num_weights: int, total_steps: int = 19_500,
-                 count_mode: str = "reference", clean: bool = False) -> dict[str, int]:
+def final_counts(
+  f: int,
+  num_weights: int,
+  total_steps: int = 19_500,
+  count_mode: str = "reference",
+  clean: bool = False,
+) -> dict[str, int]:
   """Measured final Weight NNZ of each method with no score ties (§E.10).
 
   reference: imp f-2 (strict + overshoot), lth K_4 - 1, snip int(N f/N) (>=),
@@ -401,22 +425,23 @@ def final_counts(f: int, num_weights: int, total_steps: int = 19_500,
     return {method: f for method in TABLE_METHODS}
   n = num_weights
   return {
-      "imp": kept_after_events(imp_counts(f, n, total_steps, clamp=clean), n, strict=True),
-      "lth": kept_after_events(lth_counts(f, n), n, strict=True),
-      "snip": snip_count(f, n),
-      "grasp": grasp_count(f, n),
-      "synflow": synflow_final_count(f, n),
-      # Iter-SNIP prunes progressively (pruned entries get the minimum saliency).
-      "iter_snip": kept_after_events(force_counts(f, n), n, strict=True),
-      # FORCE re-scores the dense original every step (pruned weights may revive).
-      "force": force_counts(f, n)[-1] - 1,
-      "prospr": prospr_count(f, n),
-      "rigl": int(erk_layer_counts(f, n).sum()),
+    "imp": kept_after_events(imp_counts(f, n, total_steps, clamp=clean), n, strict=True),
+    "lth": kept_after_events(lth_counts(f, n), n, strict=True),
+    "snip": snip_count(f, n),
+    "grasp": grasp_count(f, n),
+    "synflow": synflow_final_count(f, n),
+    # Iter-SNIP prunes progressively (pruned entries get the minimum saliency).
+    "iter_snip": kept_after_events(force_counts(f, n), n, strict=True),
+    # FORCE re-scores the dense original every step (pruned weights may revive).
+    "force": force_counts(f, n)[-1] - 1,
+    "prospr": prospr_count(f, n),
+    "rigl": int(erk_layer_counts(f, n).sum()),
   }
 
 
-def count_table(widths, targets, total_steps: int = 19_500, count_mode: str = "reference",
-                clean: bool = False) -> list[dict]:
+def count_table(
+  widths, targets, total_steps: int = 19_500, count_mode: str = "reference", clean: bool = False
+) -> list[dict]:
   """Rows {w, N, f, <method>: measured final count, <method>_nominal: nominal count} for f < N(w).
 
   The §E.10 / §H tables generated from the formulas (one row per (w, f)).
@@ -429,8 +454,9 @@ def count_table(widths, targets, total_steps: int = 19_500, count_mode: str = "r
         continue
       row = {"w": width, "N": n, "f": f}
       row.update(final_counts(f, n, total_steps, count_mode, clean))
-      row.update({f"{method}_nominal": value
-                  for method, value in nominal_counts(f, n, total_steps).items()})
+      row.update(
+        {f"{method}_nominal": value for method, value in nominal_counts(f, n, total_steps).items()}
+      )
       rows.append(row)
   return rows
 

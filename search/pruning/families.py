@@ -21,7 +21,8 @@ import itertools
 
 import numpy as np
 
-from cubist import mlp, store as store_ops
+from cubist import mlp
+from cubist import store as store_ops
 from cubist.specs import RANDOM_INIT, ExperimentSpec, init_id, run_seed
 from search.pruning import registry
 
@@ -30,17 +31,47 @@ from search.pruning import registry
 SEED_SALT = "prune"
 
 
-def _spec(method: str, width: int, target: int | None, lr: float, schedule: str, repeat: int,
-          config, strength: float = 0.0, threshold: float = 3.0,
-          options: tuple = ()) -> ExperimentSpec:
+def _spec(
+  method: str,
+  width: int,
+  target: int | None,
+  lr: float,
+  schedule: str,
+  repeat: int,
+  config,
+  strength: float = 0.0,
+  threshold: float = 3.0,
+  options: tuple = (),
+) -> ExperimentSpec:
   init = config.get("init", RANDOM_INIT)
   return ExperimentSpec(
-      seed=run_seed(SEED_SALT, method, width, target, lr, schedule, repeat, init_id(init),
-                    strength, threshold, options),
-      lr=float(lr), schedule=schedule, width=int(width), epochs=int(config.epochs),
-      init=init, method=method, target_nnz=None if target is None else int(target),
-      count_mode=config.count_mode, strength=float(strength), threshold=float(threshold),
-      method_options=tuple(options), family=config.family, repeat=int(repeat))
+    seed=run_seed(
+      SEED_SALT,
+      method,
+      width,
+      target,
+      lr,
+      schedule,
+      repeat,
+      init_id(init),
+      strength,
+      threshold,
+      options,
+    ),
+    lr=float(lr),
+    schedule=schedule,
+    width=int(width),
+    epochs=int(config.epochs),
+    init=init,
+    method=method,
+    target_nnz=None if target is None else int(target),
+    count_mode=config.count_mode,
+    strength=float(strength),
+    threshold=float(threshold),
+    method_options=tuple(options),
+    family=config.family,
+    repeat=int(repeat),
+  )
 
 
 def grid_specs(config) -> list[ExperimentSpec]:
@@ -50,8 +81,13 @@ def grid_specs(config) -> list[ExperimentSpec]:
       raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(registry.names())}")
   specs = []
   for method, width, target, lr, schedule, repeat in itertools.product(
-      config.methods, config.widths, config.targets, config.lrs, config.schedules,
-      range(config.repeats)):
+    config.methods,
+    config.widths,
+    config.targets,
+    config.lrs,
+    config.schedules,
+    range(config.repeats),
+  ):
     if target >= mlp.num_weights(width):
       continue  # §G.2: only where f < N(w)
     uses_strength = registry.get(method).uses_strength
@@ -63,8 +99,11 @@ def grid_specs(config) -> list[ExperimentSpec]:
     thresholds = config.thresholds if method == "vd" else (3.0,)
     options = tuple(sorted(dict(config.get("method_options", {})).items()))
     for strength, threshold in itertools.product(strengths, thresholds):
-      specs.append(_spec(method, width, target, lr, schedule, repeat, config,
-                         strength, threshold, options=options))
+      specs.append(
+        _spec(
+          method, width, target, lr, schedule, repeat, config, strength, threshold, options=options
+        )
+      )
   return specs
 
 
@@ -73,21 +112,31 @@ def retrain_specs(config) -> list[ExperimentSpec]:
   rows = store_ops.merge_stores(store_ops.find_stores(config.retrain_from))
   rows = [r for r in rows if r["status"] == "ok" and r["method"] in config.retrain_methods]
   if not rows:
-    raise ValueError(f"no finished runs of {list(config.retrain_methods)} in "
-                     f"{config.retrain_from}")
+    raise ValueError(f"no finished runs of {list(config.retrain_methods)} in {config.retrain_from}")
   specs = []
-  for row, kind, repeat in itertools.product(rows, registry.RETRAIN_METHODS,
-                                             range(config.repeats)):
+  for row, kind, repeat in itertools.product(rows, registry.RETRAIN_METHODS, range(config.repeats)):
     source = store_ops.row_spec(row)
     lottery = kind == "lottery"
     if lottery and repeat > 0:
       continue  # the original initialisation is one
     seed = source.seed if lottery else run_seed("retrain", kind, row["exp_id"], repeat)
-    specs.append(ExperimentSpec(
-        seed=seed, lr=source.lr, schedule=source.schedule, width=source.width,
-        mask=store_ops.row_masks(row), epochs=source.epochs * (2 if kind == "scratch_b" else 1),
-        init=source.init, method=kind, target_nnz=source.target_nnz, family="retrain",
-        repeat=repeat, source_id=row["exp_id"], source_method=row["method"]))
+    specs.append(
+      ExperimentSpec(
+        seed=seed,
+        lr=source.lr,
+        schedule=source.schedule,
+        width=source.width,
+        mask=store_ops.row_masks(row),
+        epochs=source.epochs * (2 if kind == "scratch_b" else 1),
+        init=source.init,
+        method=kind,
+        target_nnz=source.target_nnz,
+        family="retrain",
+        repeat=repeat,
+        source_id=row["exp_id"],
+        source_method=row["method"],
+      )
+    )
   return specs
 
 
@@ -103,21 +152,36 @@ def summary_rows(rows: list[dict]) -> list[dict]:
   measured weight NNZ. Strength and threshold only vary for VD and L0."""
   groups = {}
   for row in rows:
-    key = (row["method"], row["width"], row["target_nnz"], row.get("strength") or 0.0,
-           row.get("threshold") if row["method"] == "vd" else None)
+    key = (
+      row["method"],
+      row["width"],
+      row["target_nnz"],
+      row.get("strength") or 0.0,
+      row.get("threshold") if row["method"] == "vd" else None,
+    )
     groups.setdefault(key, []).append(row)
   out = []
   for (method, width, target, strength, threshold), members in sorted(
-      groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or -1, kv[0][3],
-                                      kv[0][4] or 0.0)):
+    groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or -1, kv[0][3], kv[0][4] or 0.0)
+  ):
     ok = [r for r in members if r["status"] == "ok"]
     accuracy = np.array([r["accuracy"] for r in ok], float)
-    setting = "" if not strength else f"c={strength * 49_982:.3g}" + (
-        f" tau={threshold:g}" if threshold is not None else "")
-    out.append(dict(method=method, width=width, target_nnz=target, setting=setting,
-                    runs=len(members),
-                    failed=sum(r["status"] != "ok" for r in members),
-                    best=float(accuracy.max()) if ok else float("nan"),
-                    median=float(np.median(accuracy)) if ok else float("nan"),
-                    weight_nnz=sorted({r["weight_nnz"] for r in ok})))
+    setting = (
+      ""
+      if not strength
+      else f"c={strength * 49_982:.3g}" + (f" tau={threshold:g}" if threshold is not None else "")
+    )
+    out.append(
+      dict(
+        method=method,
+        width=width,
+        target_nnz=target,
+        setting=setting,
+        runs=len(members),
+        failed=sum(r["status"] != "ok" for r in members),
+        best=float(accuracy.max()) if ok else float("nan"),
+        median=float(np.median(accuracy)) if ok else float("nan"),
+        weight_nnz=sorted({r["weight_nnz"] for r in ok}),
+      )
+    )
   return out

@@ -31,10 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from cubist import masks as mask_ops
-from cubist.mlp import Params
-from search.pruning import counts
-from search.pruning import select
 from cubist.method import Hyper, Method, MethodStatic, RunState
+from cubist.mlp import Params
+from search.pruning import counts, select
 
 # --------------------------------------------------------------------------- shared helpers
 
@@ -46,16 +45,20 @@ def install_weight_masks(state: RunState, weight_masks) -> RunState:
   amounts to when masks only shrink (module docstring).
   """
   masks = mask_ops.with_bias_rule(weight_masks)
-  return RunState(select.apply_weight_keep(state.params, masks), masks,
-                  select.apply_weight_keep(state.momentum, masks))
+  return RunState(
+    select.apply_weight_keep(state.params, masks),
+    masks,
+    select.apply_weight_keep(state.momentum, masks),
+  )
 
 
 def _masked(params: Params, masks: Params) -> Params:
   return select.apply_weight_keep(params, masks)
 
 
-def _global_magnitude_keep(params: Params, masks: Params, target: jax.Array,
-                           static: MethodStatic) -> jax.Array:
+def _global_magnitude_keep(
+  params: Params, masks: Params, target: jax.Array, static: MethodStatic
+) -> jax.Array:
   """Global magnitude selection (§E.1 "Selection at each event"): flat bool (size,).
 
   reference: pool |W| over every weight including pruned zeros, sort
@@ -111,8 +114,7 @@ def imp_pre_event(step, key, state: RunState, hyper: Hyper, static: MethodStatic
 def lth_host_counts(f: int, num_weights: int, static: MethodStatic) -> np.ndarray:
   """K_r = int(N (f/N)^(r/4)) for r = 1..4 (int32 (4,)); exact mode asks for f at the end."""
   _check_count_mode(static)
-  return counts.lth_counts(f, num_weights, counts.LTH_ROUNDS,
-                           exact=static.count_mode == "exact")
+  return counts.lth_counts(f, num_weights, counts.LTH_ROUNDS, exact=static.count_mode == "exact")
 
 
 def lth_round_end(round_index, trained_params, masks, hyper: Hyper, static: MethodStatic):
@@ -131,20 +133,27 @@ def lth_round_end(round_index, trained_params, masks, hyper: Hyper, static: Meth
 
 
 def _sos_schedule(static: MethodStatic) -> tuple[int, int, int]:
-  return counts.sos_schedule(static.total_steps, static.sos_begin, static.sos_end,
-                             static.sos_freq)
+  return counts.sos_schedule(static.total_steps, static.sos_begin, static.sos_end, static.sos_freq)
 
 
 def _sos_steps(static: MethodStatic) -> np.ndarray:
-  return counts.sos_event_steps(static.total_steps, static.sos_begin, static.sos_end,
-                                static.sos_freq)
+  return counts.sos_event_steps(
+    static.total_steps, static.sos_begin, static.sos_end, static.sos_freq
+  )
 
 
 def sos_host_counts(f: int, num_weights: int, static: MethodStatic) -> np.ndarray:
   """Kept counts per SoS event: int32 (events * 4,) for scope "layer", (events,) for "global"."""
   _check_count_mode(static)
-  return counts.sos_counts(f, num_weights, static.total_steps, static.sos_begin,
-                           static.sos_end, static.sos_freq, static.sos_scope)
+  return counts.sos_counts(
+    f,
+    num_weights,
+    static.total_steps,
+    static.sos_begin,
+    static.sos_end,
+    static.sos_freq,
+    static.sos_scope,
+  )
 
 
 def sos_pre_event_steps(static: MethodStatic) -> np.ndarray:
@@ -179,8 +188,9 @@ def sos_sparsity(step, hyper: Hyper, static: MethodStatic) -> jax.Array:
   return (0.0 - target) * (1.0 - progress) ** 3 + target
 
 
-def histogram_threshold(abs_values: jax.Array, valid: jax.Array, sparsity: jax.Array,
-                        nbins: int = counts.SOS_NBINS) -> jax.Array:
+def histogram_threshold(
+  abs_values: jax.Array, valid: jax.Array, sparsity: jax.Array, nbins: int = counts.SOS_NBINS
+) -> jax.Array:
   """model_pruning's threshold: the `sparsity` quantile of |w| read off a histogram (§F.1).
 
   Histogram with `nbins` equal bins over [0, max|w|] (bin floor(nbins |w| /
@@ -192,16 +202,18 @@ def histogram_threshold(abs_values: jax.Array, valid: jax.Array, sparsity: jax.A
   max_value = jnp.max(abs_values)
   scale = jnp.where(max_value > 0, max_value, 1.0)
   bins = jnp.clip(jnp.floor(jnp.float32(nbins) * (abs_values / scale)), 0, nbins - 1)
-  histogram = jnp.zeros(nbins, jnp.float32).at[bins.astype(jnp.int32).ravel()].add(
-      valid.astype(jnp.float32).ravel())
+  histogram = (
+    jnp.zeros(nbins, jnp.float32)
+    .at[bins.astype(jnp.int32).ravel()]
+    .add(valid.astype(jnp.float32).ravel())
+  )
   cumulative = jnp.cumsum(histogram)
   normalised = cumulative / jnp.maximum(cumulative[-1], 1.0)
   below = jnp.sum((normalised < sparsity).astype(jnp.float32))
   return below / jnp.float32(nbins) * max_value
 
 
-def magnitude_pre_event(step, key, state: RunState, hyper: Hyper,
-                        static: MethodStatic) -> RunState:
+def magnitude_pre_event(step, key, state: RunState, hyper: Hyper, static: MethodStatic) -> RunState:
   """SoS magnitude pruning event: sparsity s_t per weight tensor (scope "layer") or globally.
 
   reference: mask = |w| > histogram threshold (§F.1, 256 bins). Difference
@@ -225,8 +237,10 @@ def magnitude_pre_event(step, key, state: RunState, hyper: Hyper,
     region = select.weight_region(params, hyper.num_weights)
     sparsity = sos_sparsity(step, hyper, static)
     if static.sos_scope == "layer":
-      keep = [(value > histogram_threshold(value, valid, sparsity)) & mask
-              for value, valid, mask in zip(magnitudes, region, current)]
+      keep = [
+        (value > histogram_threshold(value, valid, sparsity)) & mask
+        for value, valid, mask in zip(magnitudes, region, current)
+      ]
     else:
       flat = jnp.concatenate([value.ravel() for value in magnitudes])
       flat_valid = jnp.concatenate([valid.ravel() for valid in region])
@@ -243,8 +257,10 @@ def _keep_by_scores(scores, current, step, hyper: Hyper, static: MethodStatic) -
   """
   targets = _sos_event_counts(step, hyper, static)
   if static.sos_scope == "layer":
-    return [select.keep_top_k(score.ravel(), targets[index], valid=mask.ravel()).reshape(mask.shape)
-            for index, (score, mask) in enumerate(zip(scores, current))]
+    return [
+      select.keep_top_k(score.ravel(), targets[index], valid=mask.ravel()).reshape(mask.shape)
+      for index, (score, mask) in enumerate(zip(scores, current))
+    ]
   flat = jnp.concatenate([score.ravel() for score in scores])
   flat_valid = jnp.concatenate([mask.ravel() for mask in current])
   keep = select.keep_top_k(flat, targets, valid=flat_valid)
@@ -263,8 +279,9 @@ def random_pre_event(step, key, state: RunState, hyper: Hyper, static: MethodSta
   event_key = jax.random.fold_in(key, step)
   current = [mask.weight.astype(bool) for mask in state.masks]
   layer_keys = jax.random.split(event_key, len(current))
-  scores = [jax.random.uniform(layer_key, mask.shape)
-            for layer_key, mask in zip(layer_keys, current)]
+  scores = [
+    jax.random.uniform(layer_key, mask.shape) for layer_key, mask in zip(layer_keys, current)
+  ]
   keep = _keep_by_scores(scores, current, step, hyper, static)
   return install_weight_masks(state._replace(params=_masked(state.params, state.masks)), keep)
 
@@ -272,35 +289,35 @@ def random_pre_event(step, key, state: RunState, hyper: Hyper, static: MethodSta
 # --------------------------------------------------------------------------- registry
 
 IMP = Method(
-    name="imp",
-    pre_event=imp_pre_event,
-    pre_event_steps=imp_pre_event_steps,
-    host_counts=imp_host_counts,
-    description="Gradual global magnitude pruning (IMP), 201 cubic-schedule events (§E.1).",
+  name="imp",
+  pre_event=imp_pre_event,
+  pre_event_steps=imp_pre_event_steps,
+  host_counts=imp_host_counts,
+  description="Gradual global magnitude pruning (IMP), 201 cubic-schedule events (§E.1).",
 )
 
 LTH = Method(
-    name="lth",
-    rounds=counts.LTH_ROUNDS,
-    round_end=lth_round_end,
-    host_counts=lth_host_counts,
-    description="Lottery ticket: global magnitude prune after rounds 1-4, rewind to init (§E.2).",
+  name="lth",
+  rounds=counts.LTH_ROUNDS,
+  round_end=lth_round_end,
+  host_counts=lth_host_counts,
+  description="Lottery ticket: global magnitude prune after rounds 1-4, rewind to init (§E.2).",
 )
 
 MAGNITUDE = Method(
-    name="magnitude",
-    pre_event=magnitude_pre_event,
-    pre_event_steps=sos_pre_event_steps,
-    host_counts=sos_host_counts,
-    description="SoS Zhu-Gupta magnitude pruning, layer-wise or global, histogram (§F.1).",
+  name="magnitude",
+  pre_event=magnitude_pre_event,
+  pre_event_steps=sos_pre_event_steps,
+  host_counts=sos_host_counts,
+  description="SoS Zhu-Gupta magnitude pruning, layer-wise or global, histogram (§F.1).",
 )
 
 RANDOM = Method(
-    name="random",
-    pre_event=random_pre_event,
-    pre_event_steps=sos_pre_event_steps,
-    host_counts=sos_host_counts,
-    description="SoS cumulative random pruning on the Zhu-Gupta schedule (§F.2).",
+  name="random",
+  pre_event=random_pre_event,
+  pre_event_steps=sos_pre_event_steps,
+  host_counts=sos_host_counts,
+  description="SoS cumulative random pruning on the Zhu-Gupta schedule (§F.2).",
 )
 
 METHODS: dict[str, Method] = {method.name: method for method in (IMP, LTH, MAGNITUDE, RANDOM)}

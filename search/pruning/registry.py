@@ -25,16 +25,19 @@ RETRAIN_METHODS = ("scratch_e", "scratch_b", "lottery")
 
 
 def _pruning_methods() -> list[Method]:
-  methods = [m for module in (magnitude, at_init, rigl, variational)
-             for m in module.METHODS.values()]
+  methods = [
+    m for module in (magnitude, at_init, rigl, variational) for m in module.METHODS.values()
+  ]
   order = {name: i for i, name in enumerate(PAPER_METHODS + SOS_METHODS)}
   return sorted(methods, key=lambda m: (order.get(m.name, len(order)), m.name))
 
 
 def default() -> MethodRegistry:
   """A fresh registry of every built-in method: plain, the retraining labels, the pruning methods."""
-  retrain = [Method(name, description=f"plain training of a learned mask ({name}, §F.5)")
-             for name in RETRAIN_METHODS]
+  retrain = [
+    Method(name, description=f"plain training of a learned mask ({name}, §F.5)")
+    for name in RETRAIN_METHODS
+  ]
   return MethodRegistry([PLAIN_METHOD, *retrain, *_pruning_methods()])
 
 

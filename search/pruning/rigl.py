@@ -31,10 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from cubist import masks as mask_ops
-from cubist.mlp import Layer
-from search.pruning import counts
-from search.pruning import select
 from cubist.method import Hyper, Method, MethodStatic, RunState
+from cubist.mlp import Layer
+from search.pruning import counts, select
 
 NUM_LAYERS = 4
 
@@ -82,8 +81,9 @@ def rigl_at_init(key, params, masks, x, y, hyper: Hyper, static: MethodStatic):
   return select.apply_weight_keep(params, new_masks), new_masks
 
 
-def rigl_grad_event(step, key, state: RunState, grads, hyper: Hyper,
-                    static: MethodStatic) -> RunState:
+def rigl_grad_event(
+  step, key, state: RunState, grads, hyper: Hyper, static: MethodStatic
+) -> RunState:
   """One RigL topology update at global step t (scheduler step s = t + 1), per layer.
 
   Drop: keep the n_keep = n_on - n_drop largest |W| (the reference ranks the
@@ -108,8 +108,7 @@ def rigl_grad_event(step, key, state: RunState, grads, hyper: Hyper,
     n_drop = drops[index]
     n_keep = jnp.sum(active) - n_drop
     kept = select.keep_top_k(jnp.abs(value).ravel(), n_keep, valid=active.ravel())
-    grown = select.keep_top_k(jnp.abs(grad.weight).ravel(), n_drop,
-                              valid=(valid.ravel() & ~kept))
+    grown = select.keep_top_k(jnp.abs(grad.weight).ravel(), n_drop, valid=(valid.ravel() & ~kept))
     new_active = (kept | grown).reshape(active.shape)
     new_connection = grown.reshape(active.shape) & ~active
     # New connections start at 0 (the reference's grow_tensor); dropped ones are zeroed.
@@ -122,18 +121,19 @@ def rigl_grad_event(step, key, state: RunState, grads, hyper: Hyper,
   for index, (layer, mask, new_mask) in enumerate(zip(params, masks, new_masks)):
     old_bias = mask.bias.astype(bool)
     new_params.append(Layer(weights[index], layer.bias * new_mask.bias))
-    new_trace.append(Layer(weight_trace[index],
-                           jnp.where(new_mask.bias & old_bias, trace[index].bias, 0.0)))
+    new_trace.append(
+      Layer(weight_trace[index], jnp.where(new_mask.bias & old_bias, trace[index].bias, 0.0))
+    )
   return RunState(tuple(new_params), new_masks, tuple(new_trace))
 
 
 RIGL = Method(
-    name="rigl",
-    at_init=rigl_at_init,
-    grad_event=rigl_grad_event,
-    grad_event_steps=rigl_grad_event_steps,
-    host_counts=rigl_host_counts,
-    description="RigL (ERK init, ΔT=100, α=0.3, T_end=0.75 I), drop |W| / grow |grad| (§E.9).",
+  name="rigl",
+  at_init=rigl_at_init,
+  grad_event=rigl_grad_event,
+  grad_event_steps=rigl_grad_event_steps,
+  host_counts=rigl_host_counts,
+  description="RigL (ERK init, ΔT=100, α=0.3, T_end=0.75 I), drop |W| / grow |grad| (§E.9).",
 )
 
 METHODS: dict[str, Method] = {RIGL.name: RIGL}

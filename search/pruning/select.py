@@ -31,7 +31,7 @@ def unflat_weights(flat: jax.Array, like: Params) -> tuple:
   out, start = [], 0
   for layer in like:
     size = layer.weight.size
-    out.append(flat[start:start + size].reshape(layer.weight.shape))
+    out.append(flat[start : start + size].reshape(layer.weight.shape))
     start += size
   return tuple(out)
 
@@ -74,8 +74,10 @@ def keep_top_k(scores: jax.Array, k: jax.Array, valid: jax.Array | None = None) 
 
 def apply_weight_keep(params: Params, keep_masks: Params) -> Params:
   """Zero pruned weights and the biases the rule removes."""
-  return tuple(Layer(layer.weight * mask.weight, layer.bias * mask.bias)
-               for layer, mask in zip(params, keep_masks))
+  return tuple(
+    Layer(layer.weight * mask.weight, layer.bias * mask.bias)
+    for layer, mask in zip(params, keep_masks)
+  )
 
 
 def weight_region(like: Params, num_weights: jax.Array) -> tuple:

@@ -77,12 +77,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cubist import data
+from cubist import data, layouts
 from cubist import masks as mask_ops
-from cubist.mlp import Layer, Params
-from cubist import layouts
 from cubist.layouts import bce_with_logits
 from cubist.method import Hyper, Method, MethodStatic
+from cubist.mlp import Layer, Params
 
 EPSILON = 1e-8  # SoS common.EPSILON: inside log(theta^2 + eps) and sqrt(var + eps)
 
@@ -104,8 +103,8 @@ L0_ZERO_LOG_ALPHA = -math.log(11.0)  # test gate is exactly 0 iff log alpha <= t
 # c on a log grid per method (see `proposed_strengths` for how it was chosen).
 NUM_TRAIN = data.NUM_POINTS
 PROPOSED_C = {
-    "vd": tuple(np.logspace(-2, 3, 11)),  # 0.01, 0.0316, ..., 1000: half-decades
-    "l0": tuple(np.logspace(1, 4, 13)),   # 10, 17.8, ..., 10,000: quarter-decades
+  "vd": tuple(np.logspace(-2, 3, 11)),  # 0.01, 0.0316, ..., 1000: half-decades
+  "l0": tuple(np.logspace(1, 4, 13)),  # 10, 17.8, ..., 10,000: quarter-decades
 }
 PROPOSED_THRESHOLDS = np.arange(11) * 0.5  # tau in {0, 0.5, ..., 5}, as SoS's Transformer CSVs
 
@@ -157,15 +156,21 @@ def deterministic_logits(weights, params: Params, masks: Params, x: jax.Array) -
 
 def _finalize_weights(weights, params: Params, masks: Params) -> tuple[Params, Params]:
   """(params, masks) from final weight values: mask = value != 0 inside `masks`, biases by rule."""
-  weight_masks = [(weight != 0) & jnp.asarray(mask.weight, bool)
-                  for weight, mask in zip(weights, masks)]
+  weight_masks = [
+    (weight != 0) & jnp.asarray(mask.weight, bool) for weight, mask in zip(weights, masks)
+  ]
   rule = mask_ops.with_bias_rule(weight_masks)
-  new_masks = tuple(Layer(rule_layer.weight, rule_layer.bias & jnp.asarray(mask.bias, bool))
-                    for rule_layer, mask in zip(rule, masks))
+  new_masks = tuple(
+    Layer(rule_layer.weight, rule_layer.bias & jnp.asarray(mask.bias, bool))
+    for rule_layer, mask in zip(rule, masks)
+  )
   new_params = tuple(
-      Layer(jnp.where(mask.weight, weight, 0.0).astype(layer.weight.dtype),
-            jnp.where(mask.bias, layer.bias, 0.0).astype(layer.bias.dtype))
-      for weight, layer, mask in zip(weights, params, new_masks))
+    Layer(
+      jnp.where(mask.weight, weight, 0.0).astype(layer.weight.dtype),
+      jnp.where(mask.bias, layer.bias, 0.0).astype(layer.bias.dtype),
+    )
+    for weight, layer, mask in zip(weights, params, new_masks)
+  )
   return new_params, new_masks
 
 
@@ -193,8 +198,7 @@ def vd_kl(log_alpha: jax.Array) -> jax.Array:
   Written as k1 sigmoid(-(k2 + k3 la)) + 0.5 softplus(-la), the same value
   without float32 cancellation in k1 - k1 sigmoid(.) at large log alpha.
   """
-  return (VD_K1 * jax.nn.sigmoid(-(VD_K2 + VD_K3 * log_alpha))
-          + 0.5 * jax.nn.softplus(-log_alpha))
+  return VD_K1 * jax.nn.sigmoid(-(VD_K2 + VD_K3 * log_alpha)) + 0.5 * jax.nn.softplus(-log_alpha)
 
 
 def vd_kl_sum(params: Params, log_sigma2, masks: Params) -> jax.Array:
@@ -206,8 +210,9 @@ def vd_kl_sum(params: Params, log_sigma2, masks: Params) -> jax.Array:
   return total
 
 
-def vd_layer_moments(hidden: jax.Array, theta: jax.Array, log_sigma2: jax.Array,
-                     weight_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+def vd_layer_moments(
+  hidden: jax.Array, theta: jax.Array, log_sigma2: jax.Array, weight_mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Pre-activation mean x @ theta.T and variance x^2 @ sigma^2.T, each (B, out), no bias.
 
   sigma^2 is recomputed from the clipped log alpha (§F.3); masked weights have
@@ -221,8 +226,14 @@ def vd_layer_moments(hidden: jax.Array, theta: jax.Array, log_sigma2: jax.Array,
   return hidden @ theta.T, jnp.square(hidden) @ sigma2.T
 
 
-def vd_noisy_layer(hidden: jax.Array, layer: Layer, log_sigma2: jax.Array, mask: Layer,
-                   key: jax.Array, layer_index: int) -> jax.Array:
+def vd_noisy_layer(
+  hidden: jax.Array,
+  layer: Layer,
+  log_sigma2: jax.Array,
+  mask: Layer,
+  key: jax.Array,
+  layer_index: int,
+) -> jax.Array:
   """One noisy pre-activation (B, out): mu + sqrt(v + 1e-8) eps + bias (local reparameterisation).
 
   eps ~ N(0, 1) per example and output unit, one (out, B) draw from
@@ -236,8 +247,9 @@ def vd_noisy_layer(hidden: jax.Array, layer: Layer, log_sigma2: jax.Array, mask:
   return _add_bias(mean + jnp.sqrt(variance + EPSILON) * noise, bias)
 
 
-def vd_noisy_logits(params: Params, log_sigma2, masks: Params, x: jax.Array,
-                    key: jax.Array) -> jax.Array:
+def vd_noisy_logits(
+  params: Params, log_sigma2, masks: Params, x: jax.Array, key: jax.Array
+) -> jax.Array:
   """Training forward: logits (B,) with `vd_noisy_layer` at every layer, fresh noise per layer."""
   hidden = x
   for index, (layer, layer_log_sigma2, mask) in enumerate(zip(params, log_sigma2, masks)):
@@ -250,36 +262,51 @@ def vd_noisy_logits(params: Params, log_sigma2, masks: Params, x: jax.Array,
 def vd_eval_weights(params: Params, log_sigma2, masks: Params, threshold: jax.Array) -> tuple:
   """Deterministic weights theta * 1[log alpha < tau] (unclipped log alpha), inside `masks`."""
   return tuple(
-      jnp.where(jnp.asarray(mask.weight, bool)
-                & (vd_log_alpha(layer.weight, layer_log_sigma2) < threshold),
-                layer.weight, 0.0)
-      for layer, layer_log_sigma2, mask in zip(params, log_sigma2, masks))
+    jnp.where(
+      jnp.asarray(mask.weight, bool) & (vd_log_alpha(layer.weight, layer_log_sigma2) < threshold),
+      layer.weight,
+      0.0,
+    )
+    for layer, layer_log_sigma2, mask in zip(params, log_sigma2, masks)
+  )
 
 
-def vd_aux_init(key: jax.Array, params: Params, masks: Params, hyper: Hyper,
-                static: MethodStatic) -> tuple:
+def vd_aux_init(
+  key: jax.Array, params: Params, masks: Params, hyper: Hyper, static: MethodStatic
+) -> tuple:
   """log sigma^2 = -10 for every weight (§F.3)."""
   del key, masks, hyper, static
   return tuple(jnp.full(layer.weight.shape, VD_LOG_SIGMA2_INIT, jnp.float32) for layer in params)
 
 
-def vd_loss(params: Params, aux, masks: Params, batch_x: jax.Array, batch_y: jax.Array,
-            key: jax.Array, step: jax.Array, hyper: Hyper, static: MethodStatic) -> jax.Array:
+def vd_loss(
+  params: Params,
+  aux,
+  masks: Params,
+  batch_x: jax.Array,
+  batch_y: jax.Array,
+  key: jax.Array,
+  step: jax.Array,
+  hyper: Hyper,
+  static: MethodStatic,
+) -> jax.Array:
   """Mean BCE of the noisy forward + beta_max * ramp(t) * KL summed over active weights."""
   logits = vd_noisy_logits(params, aux, masks, batch_x, key)
   weight = hyper.strength * regulariser_ramp(step, static)
   return _mean_bce(logits, batch_y) + weight * vd_kl_sum(params, aux, masks)
 
 
-def vd_finalize(params: Params, aux, masks: Params, hyper: Hyper,
-                static: MethodStatic) -> tuple[Params, Params]:
+def vd_finalize(
+  params: Params, aux, masks: Params, hyper: Hyper, static: MethodStatic
+) -> tuple[Params, Params]:
   """Deterministic VD weights at tau = hyper.threshold and their bool masks (biases by the rule)."""
   del static
   return _finalize_weights(vd_eval_weights(params, aux, masks, hyper.threshold), params, masks)
 
 
-def vd_deterministic_logits(params: Params, aux, masks: Params, x: jax.Array,
-                            threshold: jax.Array) -> jax.Array:
+def vd_deterministic_logits(
+  params: Params, aux, masks: Params, x: jax.Array, threshold: jax.Array
+) -> jax.Array:
   """Logits (B,) of the evaluation network theta * 1[log alpha < tau]."""
   return deterministic_logits(vd_eval_weights(params, aux, masks, threshold), params, masks, x)
 
@@ -310,18 +337,23 @@ def l0_expected_l0(log_alpha: jax.Array) -> jax.Array:
 
 def l0_penalty_sum(log_alpha, masks: Params) -> jax.Array:
   """Expected L0 norm: `l0_expected_l0` summed over active weights."""
-  return sum(jnp.sum(jnp.where(mask.weight, l0_expected_l0(layer_log_alpha), 0.0))
-             for layer_log_alpha, mask in zip(log_alpha, masks))
+  return sum(
+    jnp.sum(jnp.where(mask.weight, l0_expected_l0(layer_log_alpha), 0.0))
+    for layer_log_alpha, mask in zip(log_alpha, masks)
+  )
 
 
 def l0_sample_gates(key: jax.Array, log_alpha) -> tuple:
   """One gate sample per weight (4-tuple like the weights), shared by the whole minibatch."""
-  return tuple(l0_train_gates(layer_log_alpha, per_unit_uniform(key, index, layer_log_alpha.shape))
-               for index, layer_log_alpha in enumerate(log_alpha))
+  return tuple(
+    l0_train_gates(layer_log_alpha, per_unit_uniform(key, index, layer_log_alpha.shape))
+    for index, layer_log_alpha in enumerate(log_alpha)
+  )
 
 
-def l0_noisy_logits(params: Params, log_alpha, masks: Params, x: jax.Array,
-                    key: jax.Array) -> jax.Array:
+def l0_noisy_logits(
+  params: Params, log_alpha, masks: Params, x: jax.Array, key: jax.Array
+) -> jax.Array:
   """Training forward with weights theta * z, z sampled once for the batch: logits (B,)."""
   gates = l0_sample_gates(key, log_alpha)
   weights = tuple(layer.weight * gate for layer, gate in zip(params, gates))
@@ -330,30 +362,43 @@ def l0_noisy_logits(params: Params, log_alpha, masks: Params, x: jax.Array,
 
 def l0_eval_weights(params: Params, log_alpha, masks: Params) -> tuple:
   """Deterministic weights theta * z_hat inside `masks`."""
-  return tuple(jnp.where(jnp.asarray(mask.weight, bool),
-                         layer.weight * l0_test_gates(layer_log_alpha), 0.0)
-               for layer, layer_log_alpha, mask in zip(params, log_alpha, masks))
+  return tuple(
+    jnp.where(jnp.asarray(mask.weight, bool), layer.weight * l0_test_gates(layer_log_alpha), 0.0)
+    for layer, layer_log_alpha, mask in zip(params, log_alpha, masks)
+  )
 
 
-def l0_aux_init(key: jax.Array, params: Params, masks: Params, hyper: Hyper,
-                static: MethodStatic) -> tuple:
+def l0_aux_init(
+  key: jax.Array, params: Params, masks: Params, hyper: Hyper, static: MethodStatic
+) -> tuple:
   """log alpha ~ N(2.197, 0.01^2) per weight (§F.4: gates start ~90% open), per-unit draws."""
   del masks, hyper, static
-  return tuple(L0_LOG_ALPHA_INIT_MEAN
-               + L0_LOG_ALPHA_INIT_STD * per_unit_normal(key, index, layer.weight.shape)
-               for index, layer in enumerate(params))
+  return tuple(
+    L0_LOG_ALPHA_INIT_MEAN + L0_LOG_ALPHA_INIT_STD * per_unit_normal(key, index, layer.weight.shape)
+    for index, layer in enumerate(params)
+  )
 
 
-def l0_loss(params: Params, aux, masks: Params, batch_x: jax.Array, batch_y: jax.Array,
-            key: jax.Array, step: jax.Array, hyper: Hyper, static: MethodStatic) -> jax.Array:
+def l0_loss(
+  params: Params,
+  aux,
+  masks: Params,
+  batch_x: jax.Array,
+  batch_y: jax.Array,
+  key: jax.Array,
+  step: jax.Array,
+  hyper: Hyper,
+  static: MethodStatic,
+) -> jax.Array:
   """Mean BCE of the gated forward + lambda * ramp(t) * expected L0 over active weights."""
   logits = l0_noisy_logits(params, aux, masks, batch_x, key)
   weight = hyper.strength * regulariser_ramp(step, static)
   return _mean_bce(logits, batch_y) + weight * l0_penalty_sum(aux, masks)
 
 
-def l0_finalize(params: Params, aux, masks: Params, hyper: Hyper,
-                static: MethodStatic) -> tuple[Params, Params]:
+def l0_finalize(
+  params: Params, aux, masks: Params, hyper: Hyper, static: MethodStatic
+) -> tuple[Params, Params]:
   """Deterministic L0 weights theta * z_hat and their bool masks (biases by the rule)."""
   del hyper, static
   return _finalize_weights(l0_eval_weights(params, aux, masks), params, masks)
@@ -396,20 +441,29 @@ def proposed_grid() -> dict[str, dict[str, np.ndarray]]:
   trained model serves every tau); L0 has no threshold, so its single value
   (VD's default 3.0) is a placeholder it ignores.
   """
-  return {"vd": {"strength": proposed_strengths("vd"), "threshold": PROPOSED_THRESHOLDS.copy()},
-          "l0": {"strength": proposed_strengths("l0"),
-                 "threshold": np.array([VD_DEFAULT_THRESHOLD])}}
+  return {
+    "vd": {"strength": proposed_strengths("vd"), "threshold": PROPOSED_THRESHOLDS.copy()},
+    "l0": {"strength": proposed_strengths("l0"), "threshold": np.array([VD_DEFAULT_THRESHOLD])},
+  }
 
 
 METHODS = {
-    "vd": Method(
-        name="vd", aux_init=vd_aux_init, loss=vd_loss, finalize=vd_finalize,
-        uses_strength=True,
-        description="SoS sparse variational dropout (§F.3): local reparameterisation, "
-                    "KL ramped to beta_max = strength; keep log alpha < tau = threshold."),
-    "l0": Method(
-        name="l0", aux_init=l0_aux_init, loss=l0_loss, finalize=l0_finalize,
-        uses_strength=True,
-        description="SoS L0 hard-concrete gates (§F.4): expected-L0 penalty ramped to "
-                    "lambda = strength; evaluate theta * deterministic gate."),
+  "vd": Method(
+    name="vd",
+    aux_init=vd_aux_init,
+    loss=vd_loss,
+    finalize=vd_finalize,
+    uses_strength=True,
+    description="SoS sparse variational dropout (§F.3): local reparameterisation, "
+    "KL ramped to beta_max = strength; keep log alpha < tau = threshold.",
+  ),
+  "l0": Method(
+    name="l0",
+    aux_init=l0_aux_init,
+    loss=l0_loss,
+    finalize=l0_finalize,
+    uses_strength=True,
+    description="SoS L0 hard-concrete gates (§F.4): expected-L0 penalty ramped to "
+    "lambda = strength; evaluate theta * deterministic gate.",
+  ),
 }

@@ -59,15 +59,21 @@ def load_workdir(workdir) -> dict:
   elif any(analysis.is_search(r) for r in rows):
     name = next((s for s in sweeps if s.startswith("search-")), "")
     try:
-      target = float(name[len("search-"):])
+      target = float(name[len("search-") :])
     except ValueError:
       target = None
   npz = workdir / f"sparsest_{target:g}.npz" if target is not None else None
   for row in rows:
     row["workdir"] = str(workdir)
-  return {"workdir": workdir, "rows": rows, "sweeps": sorted(set(sweeps)), "search": search,
-          "target": target, "npz": npz if npz is not None and npz.is_file() else None,
-          "versions": sorted(versions, key=str)}
+  return {
+    "workdir": workdir,
+    "rows": rows,
+    "sweeps": sorted(set(sweeps)),
+    "search": search,
+    "target": target,
+    "npz": npz if npz is not None and npz.is_file() else None,
+    "versions": sorted(versions, key=str),
+  }
 
 
 def version_label(schema: int, semantics: int | None) -> str:
@@ -93,8 +99,14 @@ def _log(message: str) -> None:
   print(f"report: {message}", file=sys.stderr, flush=True)
 
 
-def build_report(workdirs, out_dir=None, init_dir="../shared/data", targets=(0.95, 0.995),
-                 reproduce: int = 0, log=_log) -> Path:
+def build_report(
+  workdirs,
+  out_dir=None,
+  init_dir="../shared/data",
+  targets=(0.95, 0.995),
+  reproduce: int = 0,
+  log=_log,
+) -> Path:
   """Write the report for `workdirs`; returns the path of index.html.
 
   reproduce: retrain this many stored runs (the drawn models first) and check
@@ -113,19 +125,25 @@ def build_report(workdirs, out_dir=None, init_dir="../shared/data", targets=(0.9
   if not rows:
     body = page.absent("Nothing to report: the stores hold no runs yet.")
     return _write(out, page.render(TITLE, intro + body, []))
-  searches = [item for item in loaded if item["target"] is not None
-              or any(analysis.is_search(r) for r in item["rows"])]
-  targets = sorted(set(float(t) for t in targets)
-                   | {s["target"] for s in searches if s["target"] is not None})
+  searches = [
+    item
+    for item in loaded
+    if item["target"] is not None or any(analysis.is_search(r) for r in item["rows"])
+  ]
+  targets = sorted(
+    set(float(t) for t in targets) | {s["target"] for s in searches if s["target"] is not None}
+  )
   entries = collect_models(rows, searches, targets)
   checks = reproduce_runs(rows, entries, reproduce, init_dir, log) if reproduce else []
-  section_list = [sections.gap_section(rows, searches, targets, out),
-                  sections.frontier_section(rows, searches, targets, out),
-                  sections.overparam_section(rows, targets, out),
-                  sections.connectivity_section(rows, out),
-                  sections.decision_section(entries, out),
-                  sections.diagram_section(entries, out),
-                  sections.sos_section(rows, targets, out)]
+  section_list = [
+    sections.gap_section(rows, searches, targets, out),
+    sections.frontier_section(rows, searches, targets, out),
+    sections.overparam_section(rows, targets, out),
+    sections.connectivity_section(rows, out),
+    sections.decision_section(entries, out),
+    sections.diagram_section(entries, out),
+    sections.sos_section(rows, targets, out),
+  ]
   if reproduce:
     section_list.append(sections.reproduce_section(checks, out))
   return _write(out, page.render(TITLE, intro, section_list))
@@ -149,8 +167,7 @@ def collect_models(rows, searches, targets) -> list[dict]:
       return {"name": name, "label": label, "note": str(error)}
 
   entries = []
-  for search in sorted((s for s in searches if s["target"] is not None),
-                       key=lambda s: s["target"]):
+  for search in sorted((s for s in searches if s["target"] is not None), key=lambda s: s["target"]):
     target = search["target"]
     name, label = f"search_{target:g}", f"search {100 * target:g}%"
     best = analysis.search_minimum(search["rows"], target)
@@ -169,8 +186,9 @@ def collect_models(rows, searches, targets) -> list[dict]:
     entries.append(from_store(method, method, row))
   for method in analysis.rows_by_method(rows, pruning_only=True):
     if method not in picks:
-      entries.append({"name": method, "label": method,
-                      "note": f"no run with weight nnz >= {reference}"})
+      entries.append(
+        {"name": method, "label": method, "note": f"no run with weight nnz >= {reference}"}
+      )
   return entries
 
 
@@ -188,12 +206,22 @@ def reproduce_runs(rows, entries, count: int, init_dir, log) -> list:
       check = models.reproduce(by_id[exp_id], init_dir)
     except ValueError as error:
       log(f"cannot reproduce {exp_id}: {error}")
-      checks.append(models.Reproduction(exp_id, by_id[exp_id]["method"], False, float("nan"),
-                                        float(by_id[exp_id]["accuracy"] or "nan"), float("nan"),
-                                        0.0))
+      checks.append(
+        models.Reproduction(
+          exp_id,
+          by_id[exp_id]["method"],
+          False,
+          float("nan"),
+          float(by_id[exp_id]["accuracy"] or "nan"),
+          float("nan"),
+          0.0,
+        )
+      )
       continue
-    log(f"reproduced {check.method} run {exp_id} in {check.seconds:.0f} s: "
-        + ("bit for bit" if check.identical else f"DIFFERS (max |dw| {check.max_abs_difference:g})"))
+    log(
+      f"reproduced {check.method} run {exp_id} in {check.seconds:.0f} s: "
+      + ("bit for bit" if check.identical else f"DIFFERS (max |dw| {check.max_abs_difference:g})")
+    )
     checks.append(check)
   return checks
 
@@ -202,9 +230,15 @@ def _entry(name: str, label: str, model, exp_id: str) -> dict:
   masked = [layer.weight * mask.weight for layer, mask in zip(model.params, model.masks)]
   biases = [layer.bias * mask.bias for layer, mask in zip(model.params, model.masks)]
   weight_nnz = int(sum((w != 0).sum() for w in masked))
-  return {"name": name, "label": label, "model": model, "exp_id": exp_id, "source": model.source,
-          "weight_nnz": weight_nnz, "model_nnz": weight_nnz + int(sum((b != 0).sum()
-                                                                       for b in biases))}
+  return {
+    "name": name,
+    "label": label,
+    "model": model,
+    "exp_id": exp_id,
+    "source": model.source,
+    "weight_nnz": weight_nnz,
+    "model_nnz": weight_nnz + int(sum((b != 0).sum() for b in biases)),
+  }
 
 
 def _write(out: Path, text: str) -> Path:
@@ -219,17 +253,32 @@ def _intro(loaded, rows) -> str:
     statuses = {}
     for row in item["rows"]:
       statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-    overview.append({"workdir": str(item["workdir"]), "sweeps": ", ".join(item["sweeps"]),
-                     "runs": len(item["rows"]),
-                     "statuses": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
-                     "store": "; ".join(version_label(*v) for v in item["versions"]),
-                     "search.json": "yes" if item["search"] else "no",
-                     "sparsest model": item["npz"].name if item["npz"] else "no"})
-  text = (f"{len(rows)} runs from {len(loaded)} workdir(s), generated "
-          f"{time.strftime('%Y-%m-%d %H:%M:%S')}. Every NNZ on this page is the measured count "
-          "of nonzero weights (weight nnz) or weights and biases (model nnz), never a "
-          "method's target; accuracy is training accuracy on all 49,982 points.")
-  return page.paragraph(text) + page.table(overview, [
-      ("workdir", "workdir"), ("sweeps", "sweep"), ("runs", "runs"), ("statuses", "status"),
+    overview.append(
+      {
+        "workdir": str(item["workdir"]),
+        "sweeps": ", ".join(item["sweeps"]),
+        "runs": len(item["rows"]),
+        "statuses": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
+        "store": "; ".join(version_label(*v) for v in item["versions"]),
+        "search.json": "yes" if item["search"] else "no",
+        "sparsest model": item["npz"].name if item["npz"] else "no",
+      }
+    )
+  text = (
+    f"{len(rows)} runs from {len(loaded)} workdir(s), generated "
+    f"{time.strftime('%Y-%m-%d %H:%M:%S')}. Every NNZ on this page is the measured count "
+    "of nonzero weights (weight nnz) or weights and biases (model nnz), never a "
+    "method's target; accuracy is training accuracy on all 49,982 points."
+  )
+  return page.paragraph(text) + page.table(
+    overview,
+    [
+      ("workdir", "workdir"),
+      ("sweeps", "sweep"),
+      ("runs", "runs"),
+      ("statuses", "status"),
       ("store", "store"),
-      ("search.json", "search.json"), ("sparsest model", "sparsest model")])
+      ("search.json", "search.json"),
+      ("sparsest model", "sparsest model"),
+    ],
+  )

@@ -31,16 +31,39 @@ RETRAIN_FAMILY = "retrain"
 V1_PLAIN = ("structured", "masked", "combinatorial")  # fixed-mask labels of schema-v1 stores
 # Spec fields that define a configuration: rows equal on all of them are repeats
 # (they differ only in their seed and repeat index).
-CONFIG_COLUMNS = ("family", "method", "width", "d1", "d2", "d3", "lr", "schedule", "epochs",
-                  "batch_size", "init", "shared_order", "data_order", "target_nnz",
-                  "mask_config", "source_id", "source_method", "count_mode", "strength",
-                  "threshold", "method_options")
+CONFIG_COLUMNS = (
+  "family",
+  "method",
+  "width",
+  "d1",
+  "d2",
+  "d3",
+  "lr",
+  "schedule",
+  "epochs",
+  "batch_size",
+  "init",
+  "shared_order",
+  "data_order",
+  "target_nnz",
+  "mask_config",
+  "source_id",
+  "source_method",
+  "count_mode",
+  "strength",
+  "threshold",
+  "method_options",
+)
 
 
 def is_ok(row: dict) -> bool:
   """A finished run with metrics: status ok, accuracy and weight nnz present."""
-  return (row.get("status") == "ok" and row.get("accuracy") is not None
-          and row.get("weight_nnz") is not None and not math.isnan(row["accuracy"]))
+  return (
+    row.get("status") == "ok"
+    and row.get("accuracy") is not None
+    and row.get("weight_nnz") is not None
+    and not math.isnan(row["accuracy"])
+  )
 
 
 def is_search(row: dict) -> bool:
@@ -50,8 +73,12 @@ def is_search(row: dict) -> bool:
 def is_pruning(row: dict) -> bool:
   """A run of a pruning method, built in or a user's (not fixed-mask training, a
   search or a retraining run)."""
-  return (not is_search(row) and row.get("family") != RETRAIN_FAMILY
-          and not registry.is_plain(row.get("method")) and row.get("method") not in V1_PLAIN)
+  return (
+    not is_search(row)
+    and row.get("family") != RETRAIN_FAMILY
+    and not registry.is_plain(row.get("method"))
+    and row.get("method") not in V1_PLAIN
+  )
 
 
 def method_order(names) -> list[str]:
@@ -61,8 +88,7 @@ def method_order(names) -> list[str]:
   return known + sorted(names - set(known))
 
 
-def rows_by_method(rows, pruning_only: bool = False,
-                   ok_only: bool = True) -> dict[str, list[dict]]:
+def rows_by_method(rows, pruning_only: bool = False, ok_only: bool = True) -> dict[str, list[dict]]:
   """Non-search rows grouped by method (report order); only pruning runs if `pruning_only`."""
   groups = defaultdict(list)
   for row in rows:
@@ -76,8 +102,13 @@ def rows_by_method(rows, pruning_only: bool = False,
 
 def point(row: dict, **extra) -> dict:
   """The plotted/tabulated facts of one run."""
-  return {"weight_nnz": int(row["weight_nnz"]), "model_nnz": row.get("model_nnz"),
-          "accuracy": float(row["accuracy"]), "exp_id": row["exp_id"], **extra}
+  return {
+    "weight_nnz": int(row["weight_nnz"]),
+    "model_nnz": row.get("model_nnz"),
+    "accuracy": float(row["accuracy"]),
+    "exp_id": row["exp_id"],
+    **extra,
+  }
 
 
 def pareto_frontier(rows, nnz_key: str = "weight_nnz") -> list[dict]:
@@ -86,8 +117,10 @@ def pareto_frontier(rows, nnz_key: str = "weight_nnz") -> list[dict]:
   Among runs of equal nnz the most accurate counts (ties: smallest exp_id).
   Each point is `point(row)` plus "nnz" (the value of `nnz_key`).
   """
-  ordered = sorted((r for r in rows if is_ok(r) and r.get(nnz_key) is not None),
-                   key=lambda r: (r[nnz_key], -r["accuracy"], r["exp_id"]))
+  ordered = sorted(
+    (r for r in rows if is_ok(r) and r.get(nnz_key) is not None),
+    key=lambda r: (r[nnz_key], -r["accuracy"], r["exp_id"]),
+  )
   frontier, best = [], -math.inf
   for row in ordered:
     if row["accuracy"] > best:
@@ -128,8 +161,7 @@ def search_minimum(rows, target: float) -> dict | None:
   reaching = [r for r in rows if is_search(r) and is_ok(r) and r["accuracy"] >= target]
   if not reaching:
     return None
-  best = min(reaching, key=lambda r: (r["weight_nnz"], r["model_nnz"], -r["accuracy"],
-                                      r["exp_id"]))
+  best = min(reaching, key=lambda r: (r["weight_nnz"], r["model_nnz"], -r["accuracy"], r["exp_id"]))
   return point(best, family=best["family"], mask_config=best.get("mask_config"))
 
 
@@ -164,8 +196,11 @@ def method_minimum(rows, target: float) -> dict:
   """
   ok = [r for r in rows if is_ok(r)]
   reaching = [r for r in ok if r["accuracy"] >= target]
-  best = min(reaching, key=lambda r: (r["weight_nnz"], r["model_nnz"] or 0, -r["accuracy"],
-                                      r["exp_id"])) if reaching else None
+  best = (
+    min(reaching, key=lambda r: (r["weight_nnz"], r["model_nnz"] or 0, -r["accuracy"], r["exp_id"]))
+    if reaching
+    else None
+  )
   index = repeat_indices(ok)
   repeats = max(index.values()) + 1 if index else 0
   per_repeat = [math.inf] * repeats
@@ -173,9 +208,14 @@ def method_minimum(rows, target: float) -> dict:
     r = index[row["exp_id"]]
     per_repeat[r] = min(per_repeat[r], row["weight_nnz"])
   median = float(np.median(per_repeat)) if per_repeat else math.nan
-  return {"runs": len(rows), "ok": len(ok), "reaching": len(reaching),
-          "best": point(best) if best else None, "median_weight_nnz": median,
-          "repeats": repeats}
+  return {
+    "runs": len(rows),
+    "ok": len(ok),
+    "reaching": len(reaching),
+    "best": point(best) if best else None,
+    "median_weight_nnz": median,
+    "repeats": repeats,
+  }
 
 
 def gap_table(rows, targets, search_minima: dict) -> list[dict]:
@@ -191,29 +231,47 @@ def gap_table(rows, targets, search_minima: dict) -> list[dict]:
   for target in targets:
     search = search_minima.get(target)
     if search:
-      table.append({"target": target, "method": SEARCH_METHOD, "runs": math.nan,
-                    "reaching": math.nan, "best_weight_nnz": search["weight_nnz"],
-                    "best_model_nnz": search["model_nnz"], "best_accuracy": search["accuracy"],
-                    "best_exp_id": search["exp_id"], "median_weight_nnz": math.nan,
-                    "repeats": math.nan, "search_weight_nnz": search["weight_nnz"],
-                    "search_model_nnz": search["model_nnz"], "ratio_best": 1.0,
-                    "ratio_median": math.nan})
+      table.append(
+        {
+          "target": target,
+          "method": SEARCH_METHOD,
+          "runs": math.nan,
+          "reaching": math.nan,
+          "best_weight_nnz": search["weight_nnz"],
+          "best_model_nnz": search["model_nnz"],
+          "best_accuracy": search["accuracy"],
+          "best_exp_id": search["exp_id"],
+          "median_weight_nnz": math.nan,
+          "repeats": math.nan,
+          "search_weight_nnz": search["weight_nnz"],
+          "search_model_nnz": search["model_nnz"],
+          "ratio_best": 1.0,
+          "ratio_median": math.nan,
+        }
+      )
     for method, members in groups.items():
       found = method_minimum(members, target)
       best = found["best"]
       search_nnz = search["weight_nnz"] if search else math.nan
       best_nnz = best["weight_nnz"] if best else math.nan
-      table.append({
-          "target": target, "method": method, "runs": found["runs"],
-          "reaching": found["reaching"], "best_weight_nnz": best_nnz,
+      table.append(
+        {
+          "target": target,
+          "method": method,
+          "runs": found["runs"],
+          "reaching": found["reaching"],
+          "best_weight_nnz": best_nnz,
           "best_model_nnz": best["model_nnz"] if best else math.nan,
           "best_accuracy": best["accuracy"] if best else math.nan,
           "best_exp_id": best["exp_id"] if best else "",
-          "median_weight_nnz": found["median_weight_nnz"], "repeats": found["repeats"],
+          "median_weight_nnz": found["median_weight_nnz"],
+          "repeats": found["repeats"],
           "search_weight_nnz": search_nnz,
           "search_model_nnz": search["model_nnz"] if search else math.nan,
           "ratio_best": best_nnz / search_nnz if search else math.nan,
-          "ratio_median": found["median_weight_nnz"] / search_nnz if search else math.nan})
+          "ratio_median": found["median_weight_nnz"] / search_nnz if search else math.nan,
+        }
+      )
   return table
 
 
@@ -248,9 +306,17 @@ def overparam_table(rows, f_values) -> list[dict]:
         if not within:
           continue
         best = min(within, key=lambda r: (-r["accuracy"], r["weight_nnz"], r["exp_id"]))
-        table.append({"method": method, "f": int(f), "width": width,
-                      "best_accuracy": best["accuracy"], "weight_nnz": best["weight_nnz"],
-                      "runs": len(within), "exp_id": best["exp_id"]})
+        table.append(
+          {
+            "method": method,
+            "f": int(f),
+            "width": width,
+            "best_accuracy": best["accuracy"],
+            "weight_nnz": best["weight_nnz"],
+            "runs": len(within),
+            "exp_id": best["exp_id"],
+          }
+        )
   return table
 
 
@@ -272,15 +338,22 @@ def connectivity_table(rows) -> list[dict]:
       groups[(method, int(row["weight_nnz"]))].append(row)
   order = {m: i for i, m in enumerate(method_order({m for m, _ in groups}))}
   table = []
-  for (method, nnz) in sorted(groups, key=lambda k: (order[k[0]], k[1])):
+  for method, nnz in sorted(groups, key=lambda k: (order[k[0]], k[1])):
     members = groups[(method, nnz)]
     fractions = [disconnected_fraction(r) for r in members]
     dead = [r["dead_units"] for r in members if r.get("dead_units") is not None]
-    table.append({"method": method, "weight_nnz": nnz, "runs": len(members),
-                  "disconnected_fraction": float(np.nanmean(fractions))
-                  if not all(map(math.isnan, fractions)) else math.nan,
-                  "dead_units": float(np.mean(dead)) if dead else math.nan,
-                  "max_dead_units": max(dead) if dead else math.nan})
+    table.append(
+      {
+        "method": method,
+        "weight_nnz": nnz,
+        "runs": len(members),
+        "disconnected_fraction": float(np.nanmean(fractions))
+        if not all(map(math.isnan, fractions))
+        else math.nan,
+        "dead_units": float(np.mean(dead)) if dead else math.nan,
+        "max_dead_units": max(dead) if dead else math.nan,
+      }
+    )
   return table
 
 
@@ -297,11 +370,16 @@ def connectivity_summary(rows) -> list[dict]:
     fractions = np.array([disconnected_fraction(r) for r in members], float)
     dead = np.array([r["dead_units"] for r in members if r.get("dead_units") is not None], float)
     valid = fractions[~np.isnan(fractions)]
-    table.append({"method": method, "runs": len(members),
-                  "mean_disconnected_fraction": float(valid.mean()) if valid.size else math.nan,
-                  "runs_with_disconnected": float((valid > 0).mean()) if valid.size else math.nan,
-                  "mean_dead_units": float(dead.mean()) if dead.size else math.nan,
-                  "runs_with_dead_units": float((dead > 0).mean()) if dead.size else math.nan})
+    table.append(
+      {
+        "method": method,
+        "runs": len(members),
+        "mean_disconnected_fraction": float(valid.mean()) if valid.size else math.nan,
+        "runs_with_disconnected": float((valid > 0).mean()) if valid.size else math.nan,
+        "mean_dead_units": float(dead.mean()) if dead.size else math.nan,
+        "runs_with_dead_units": float((dead > 0).mean()) if dead.size else math.nan,
+      }
+    )
   return table
 
 
@@ -322,12 +400,21 @@ def retrain_summary(rows) -> list[dict]:
     accuracy = np.array([r["accuracy"] for r in groups[key]], float)
     ids = [r.get("source_id") or r.get("mask_config") for r in groups[key]]
     sources = [by_id[i] for i in ids if i in by_id and is_ok(by_id[i])]
-    table.append({"kind": kind, "source_method": source, "weight_nnz": nnz,
-                  "runs": len(accuracy), "mean_accuracy": float(accuracy.mean()),
-                  "std_accuracy": float(accuracy.std()), "min_accuracy": float(accuracy.min()),
-                  "max_accuracy": float(accuracy.max()),
-                  "source_mean_accuracy": float(np.mean([s["accuracy"] for s in sources]))
-                  if sources else math.nan})
+    table.append(
+      {
+        "kind": kind,
+        "source_method": source,
+        "weight_nnz": nnz,
+        "runs": len(accuracy),
+        "mean_accuracy": float(accuracy.mean()),
+        "std_accuracy": float(accuracy.std()),
+        "min_accuracy": float(accuracy.min()),
+        "max_accuracy": float(accuracy.max()),
+        "source_mean_accuracy": float(np.mean([s["accuracy"] for s in sources]))
+        if sources
+        else math.nan,
+      }
+    )
   return table
 
 

@@ -43,8 +43,9 @@ def path_structure(edges) -> tuple[list[np.ndarray], list[np.ndarray]]:
   backward = [np.ones(edges[3].shape[0], bool)]
   for edge in reversed(edges):
     backward.insert(0, (edge & backward[0][:, None]).any(axis=0))
-  effective = [edge & forward[l][None, :] & backward[l + 1][:, None]
-               for l, edge in enumerate(edges)]
+  effective = [
+    edge & forward[l][None, :] & backward[l + 1][:, None] for l, edge in enumerate(edges)
+  ]
   live = [forward[l] & backward[l] for l in range(1, 4)]
   return effective, live
 
@@ -55,16 +56,21 @@ def _columns(masks: Params) -> list[np.ndarray]:
   return [np.arange(2)] + [np.flatnonzero(p) for p in present] + [np.arange(1)]
 
 
-def draw_network(params: Params, masks: Params, title: str, path, inactive=None,
-                 resolution: int = 64) -> Path:
+def draw_network(
+  params: Params, masks: Params, title: str, path, inactive=None, resolution: int = 64
+) -> Path:
   """Draw one sparse network to `path` (PNG).
 
   params: trained weights at width w (masked values are ignored); masks: bool
   at w; inactive: optional per-hidden-layer bool (w,) of data-dead units.
   """
-  params = tuple(type(l)(np.asarray(l.weight, np.float32) * np.asarray(m.weight),
-                         np.asarray(l.bias, np.float32) * np.asarray(m.bias))
-                 for l, m in zip(params, masks))
+  params = tuple(
+    type(l)(
+      np.asarray(l.weight, np.float32) * np.asarray(m.weight),
+      np.asarray(l.bias, np.float32) * np.asarray(m.bias),
+    )
+    for l, m in zip(params, masks)
+  )
   edges = [layer.weight != 0 for layer in params]
   effective, live = path_structure(edges)
   columns = _columns(masks)
@@ -92,24 +98,65 @@ def draw_network(params: Params, masks: Params, title: str, path, inactive=None,
       value = float(layer.weight[j, i])
       xs, ys = (start[0] + half, end[0] - half), (start[1], end[1])
       if effective[l][j, i]:
-        ax.plot(xs, ys, color=POSITIVE if value > 0 else NEGATIVE,
-                linewidth=0.4 + 3.0 * abs(value) / largest, alpha=0.85, zorder=1)
+        ax.plot(
+          xs,
+          ys,
+          color=POSITIVE if value > 0 else NEGATIVE,
+          linewidth=0.4 + 3.0 * abs(value) / largest,
+          alpha=0.85,
+          zorder=1,
+        )
       else:
         ax.plot(xs, ys, color="0.55", linestyle=(0, (3, 2)), linewidth=0.9, zorder=1)
 
   def tile(l, unit, image, cmap, vmin, vmax):
     x, y = position[(l, unit)]
-    ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest", zorder=2,
-              extent=(x - half, x + half, y - half, y + half))
-    ax.add_patch(Rectangle((x - half, y - half), 2 * half, 2 * half, fill=False,
-                           edgecolor="0.4", linewidth=0.6, zorder=3))
+    ax.imshow(
+      image,
+      cmap=cmap,
+      vmin=vmin,
+      vmax=vmax,
+      interpolation="nearest",
+      zorder=2,
+      extent=(x - half, x + half, y - half, y + half),
+    )
+    ax.add_patch(
+      Rectangle(
+        (x - half, y - half),
+        2 * half,
+        2 * half,
+        fill=False,
+        edgecolor="0.4",
+        linewidth=0.6,
+        zorder=3,
+      )
+    )
     if 0 < l < 4:
       if not live[l - 1][unit]:
-        ax.add_patch(Rectangle((x - half, y - half), 2 * half, 2 * half, fill=False,
-                               edgecolor="red", linewidth=2.0, zorder=4))
+        ax.add_patch(
+          Rectangle(
+            (x - half, y - half),
+            2 * half,
+            2 * half,
+            fill=False,
+            edgecolor="red",
+            linewidth=2.0,
+            zorder=4,
+          )
+        )
       elif inactive is not None and inactive[l - 1][unit]:
-        ax.add_patch(Rectangle((x - half, y - half), 2 * half, 2 * half, fill=False,
-                               edgecolor="purple", linestyle="--", linewidth=1.6, zorder=4))
+        ax.add_patch(
+          Rectangle(
+            (x - half, y - half),
+            2 * half,
+            2 * half,
+            fill=False,
+            edgecolor="purple",
+            linestyle="--",
+            linewidth=1.6,
+            zorder=4,
+          )
+        )
 
   for unit, image in enumerate(input_images):
     tile(0, unit, image, DIVERGING, -HALF_WIDTH, HALF_WIDTH)
@@ -121,16 +168,27 @@ def draw_network(params: Params, masks: Params, title: str, path, inactive=None,
   tile(4, 0, np.clip(logit_image, -bound, bound), DIVERGING, -bound, bound)
 
   for l, name in enumerate(("input", "hidden 1", "hidden 2", "hidden 3", "output")):
-    ax.text(l * gap, (tallest - 1) / 2 + 0.75, f"{name}\n({len(columns[l])})", ha="center",
-            va="bottom", fontsize=7)
+    ax.text(
+      l * gap,
+      (tallest - 1) / 2 + 0.75,
+      f"{name}\n({len(columns[l])})",
+      ha="center",
+      va="bottom",
+      fontsize=7,
+    )
   ax.set_xlim(-gap / 2, 4 * gap + gap / 2)
   ax.set_ylim(-(tallest - 1) / 2 - 0.9, (tallest - 1) / 2 + 1.5)
   ax.set_aspect("equal")
   ax.set_axis_off()
   ax.set_title(title, fontsize=8)
-  figure.text(0.5, 0.01, "blue/orange: positive/negative weight (width ~ |w|); dashed grey: "
-              "disconnected; red: dead unit; dashed purple: inactive on all training points",
-              ha="center", fontsize=6)
+  figure.text(
+    0.5,
+    0.01,
+    "blue/orange: positive/negative weight (width ~ |w|); dashed grey: "
+    "disconnected; red: dead unit; dashed purple: inactive on all training points",
+    ha="center",
+    fontsize=6,
+  )
   path = Path(path)
   figure.savefig(path, dpi=100, bbox_inches="tight")
   return path

@@ -20,7 +20,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cubist import data, engine, masks as mask_ops, mlp, store as store_ops
+from cubist import data, engine, mlp
+from cubist import masks as mask_ops
+from cubist import store as store_ops
 from cubist.mlp import Layer, Params
 from search.pruning import registry
 
@@ -32,6 +34,7 @@ class Model(NamedTuple):
     PyTorch orientation. masks: bool masks at w (biases included).
   accuracy: the stored training accuracy. source: where the weights came from.
   """
+
   params: Params
   masks: Params
   accuracy: float
@@ -40,23 +43,30 @@ class Model(NamedTuple):
 
 def from_row(row: dict) -> Model:
   """The stored weights and masks of a (schema v2) row; StoreError if it has none."""
-  return Model(store_ops.row_params(row), store_ops.row_masks(row), float(row["accuracy"]),
-               "store")
+  return Model(store_ops.row_params(row), store_ops.row_masks(row), float(row["accuracy"]), "store")
 
 
 def load_npz(path: str | os.PathLike) -> Model:
   """A Model from a search's sparsest_<target>.npz (trained_* and mask_* keys)."""
   with np.load(path) as arrays:
-    params = mlp.from_numpy_dict({k[len("trained_"):]: arrays[k] for k in arrays.files
-                                  if k.startswith("trained_")}, source=str(path))
-    masks = tuple(Layer(np.asarray(arrays[f"mask_layer{i}_weight"], bool),
-                        np.asarray(arrays[f"mask_layer{i}_bias"], bool)) for i in range(1, 5))
+    params = mlp.from_numpy_dict(
+      {k[len("trained_") :]: arrays[k] for k in arrays.files if k.startswith("trained_")},
+      source=str(path),
+    )
+    masks = tuple(
+      Layer(
+        np.asarray(arrays[f"mask_layer{i}_weight"], bool),
+        np.asarray(arrays[f"mask_layer{i}_bias"], bool),
+      )
+      for i in range(1, 5)
+    )
     key = "accuracy" if "accuracy" in arrays.files else "accuracy_stored"
     return Model(params, masks, float(arrays[key]), Path(path).name)
 
 
 class Reproduction(NamedTuple):
   """One stored run retrained: whether its weights and accuracy came out identical."""
+
   exp_id: str
   method: str
   identical: bool
@@ -75,23 +85,42 @@ def reproduce(row: dict, init_dir: str | os.PathLike | None = None) -> Reproduct
   """
   spec = store_ops.row_spec(row)
   if spec.init != "random" and not os.path.exists(spec.init) and init_dir is not None:
-    spec = spec.__class__.from_dict({**spec.to_dict(),
-                                     "init": os.path.join(init_dir, os.path.basename(spec.init))})
+    spec = spec.__class__.from_dict(
+      {**spec.to_dict(), "init": os.path.join(init_dir, os.path.basename(spec.init))}
+    )
   if spec.exp_id() != row["exp_id"]:
-    raise ValueError(f"run {row['exp_id']}: its spec hashes to {spec.exp_id()} here (another "
-                     "init file or code); it cannot be reproduced")
+    raise ValueError(
+      f"run {row['exp_id']}: its spec hashes to {spec.exp_id()} here (another "
+      "init file or code); it cannot be reproduced"
+    )
   plan = engine.ChunkPlan(unit_max_width=10_000 if row["layout"] == "unit" else 0)
   with tempfile.TemporaryDirectory(prefix="cubist-reproduce-") as workdir:
-    with engine.run([spec], workdir, sweep_name="reproduce", plan=plan, methods=registry.get,
-                    progress_stream=io.StringIO()) as store:
+    with engine.run(
+      [spec],
+      workdir,
+      sweep_name="reproduce",
+      plan=plan,
+      methods=registry.get,
+      progress_stream=io.StringIO(),
+    ) as store:
       (fresh,) = store.rows()
   stored, retrained = (np.frombuffer(r["params"], np.float32) for r in (row, fresh))
   same_shape = stored.shape == retrained.shape
-  identical = same_shape and bool(np.array_equal(stored, retrained, equal_nan=True)) \
-      and fresh["accuracy"] == row["accuracy"]
+  identical = (
+    same_shape
+    and bool(np.array_equal(stored, retrained, equal_nan=True))
+    and fresh["accuracy"] == row["accuracy"]
+  )
   difference = float(np.nanmax(np.abs(stored - retrained))) if same_shape else float("inf")
-  return Reproduction(row["exp_id"], row["method"], identical, difference, float(row["accuracy"]),
-                      float(fresh["accuracy"]), float(fresh["seconds"]))
+  return Reproduction(
+    row["exp_id"],
+    row["method"],
+    identical,
+    difference,
+    float(row["accuracy"]),
+    float(fresh["accuracy"]),
+    float(fresh["seconds"]),
+  )
 
 
 def forward(params: Params, points: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:

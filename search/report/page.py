@@ -14,7 +14,6 @@ import math
 import struct
 from pathlib import Path
 
-
 CSS = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222;
        line-height: 1.4; padding: 0 1em; }
@@ -79,13 +78,16 @@ def table(rows, columns) -> str:
     return '<p class="absent">(no rows)</p>'
   spec = [(c[0], c[1], c[2] if len(c) > 2 else fmt) for c in columns]
   head = "".join(
-      f'<th class="{"text" if isinstance(rows[0].get(k), str) else ""}">{html.escape(h)}</th>'
-      for k, h, _ in spec)
+    f'<th class="{"text" if isinstance(rows[0].get(k), str) else ""}">{html.escape(h)}</th>'
+    for k, h, _ in spec
+  )
   body = []
   for row in rows:
     cells = "".join(
-        f'<td class="{"text" if isinstance(row.get(k), str) else ""}">'
-        f"{html.escape(f(row.get(k)))}</td>" for k, _, f in spec)
+      f'<td class="{"text" if isinstance(row.get(k), str) else ""}">'
+      f"{html.escape(f(row.get(k)))}</td>"
+      for k, _, f in spec
+    )
     body.append(f"<tr>{cells}</tr>")
   return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -123,14 +125,17 @@ def csv_link(name: str) -> str:
 def render(title: str, intro: str, sections) -> str:
   """The whole page. sections: [(anchor, heading, body html)]."""
   toc = "".join(f'<li><a href="#{a}">{html.escape(h)}</a></li>' for a, h, _ in sections)
-  parts = [f'<section id="{a}"><h2>{html.escape(h)}</h2>{body}</section>'
-           for a, h, body in sections]
-  return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-          f"<title>{html.escape(title)}</title><style>{CSS}</style>"
-          f"<script>{SCRIPT}</script></head>\n<body>"
-          f"<h1>{html.escape(title)}</h1>{intro}"
-          f"<pre id=\"js-errors\" class=\"warn\"></pre>"
-          f"<ul>{toc}</ul>{''.join(parts)}</body></html>\n")
+  parts = [
+    f'<section id="{a}"><h2>{html.escape(h)}</h2>{body}</section>' for a, h, body in sections
+  ]
+  return (
+    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    f"<title>{html.escape(title)}</title><style>{CSS}</style>"
+    f"<script>{SCRIPT}</script></head>\n<body>"
+    f"<h1>{html.escape(title)}</h1>{intro}"
+    f"<pre id=\"js-errors\" class=\"warn\"></pre>"
+    f"<ul>{toc}</ul>{''.join(parts)}</body></html>\n"
+  )
 
 
 def write_csv(path, rows, columns=None) -> Path:

@@ -11,7 +11,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from search.report import analysis
 
@@ -23,7 +26,6 @@ POINT_COLORS = ("#c55a11", "#2e75b6")
 
 def method_colors(methods) -> dict[str, str]:
   """A fixed colour per method name (report order), from tab20."""
-  from matplotlib import colormaps
   palette = colormaps["tab20"].colors
   known = analysis.PAPER_METHODS + analysis.SOS_METHODS + analysis.RETRAIN_METHODS
   colors = {name: palette[(2 * i) % 20 + (2 * i) // 20] for i, name in enumerate(known)}
@@ -40,7 +42,6 @@ def _save(figure: Figure, path) -> Path:
 
 def _log_x(ax, base: float = 10) -> None:
   """A log x axis with plain-number tick labels (1, 2, 5, 10, 20, ... for base 10)."""
-  from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
   ax.set_xscale("log", base=base)
   if base == 10:
     ax.xaxis.set_major_locator(LogLocator(10, subs=(1, 2, 5)))
@@ -52,8 +53,15 @@ def _log_x(ax, base: float = 10) -> None:
 def _target_lines(ax, targets) -> None:
   for target in targets:
     ax.axhline(target, color="grey", linestyle="--", linewidth=0.8)
-    ax.annotate(f"{100 * target:g}%", (1.0, target), xycoords=("axes fraction", "data"),
-                fontsize=7, color="grey", ha="right", va="bottom")
+    ax.annotate(
+      f"{100 * target:g}%",
+      (1.0, target),
+      xycoords=("axes fraction", "data"),
+      fontsize=7,
+      color="grey",
+      ha="right",
+      va="bottom",
+    )
 
 
 def _frontier_xy(frontier, right_edge: float):
@@ -63,8 +71,17 @@ def _frontier_xy(frontier, right_edge: float):
   return xs, ys
 
 
-def accuracy_vs_nnz(panels, runs, frontiers, search_runs, search_curves, targets, path,
-                    nnz_key: str = "weight_nnz", search_minima=None) -> Path:
+def accuracy_vs_nnz(
+  panels,
+  runs,
+  frontiers,
+  search_runs,
+  search_curves,
+  targets,
+  path,
+  nnz_key: str = "weight_nnz",
+  search_minima=None,
+) -> Path:
   """Every run as a point, each method's Pareto frontier, the search's per-level best.
 
   panels: [(title, [method names])]; runs / frontiers: method -> rows / points;
@@ -79,21 +96,52 @@ def accuracy_vs_nnz(panels, runs, frontiers, search_runs, search_curves, targets
   axes = figure.subplots(1, len(panels), squeeze=False)[0]
   for ax, (title, methods) in zip(axes, panels):
     if search_runs:
-      ax.scatter([r[nnz_key] for r in search_runs], [r["accuracy"] for r in search_runs], s=3,
-                 color="0.75", label="search runs", rasterized=True, zorder=1)
+      ax.scatter(
+        [r[nnz_key] for r in search_runs],
+        [r["accuracy"] for r in search_runs],
+        s=3,
+        color="0.75",
+        label="search runs",
+        rasterized=True,
+        zorder=1,
+      )
     for label, levels in search_curves.items():
       key = "weight_nnz" if nnz_key == "weight_nnz" else "model_nnz"
-      ax.plot([p[key] for p in levels], [p["accuracy"] for p in levels], color=SEARCH_COLOR,
-              marker="s", markersize=3, linewidth=1.5, label=label, zorder=4)
+      ax.plot(
+        [p[key] for p in levels],
+        [p["accuracy"] for p in levels],
+        color=SEARCH_COLOR,
+        marker="s",
+        markersize=3,
+        linewidth=1.5,
+        label=label,
+        zorder=4,
+      )
     for label, best in (search_minima or {}).items():
-      ax.scatter([best[nnz_key]], [best["accuracy"]], marker="*", s=110, color=SEARCH_COLOR,
-                 edgecolors="white", linewidths=0.6, label=label, zorder=5)
+      ax.scatter(
+        [best[nnz_key]],
+        [best["accuracy"]],
+        marker="*",
+        s=110,
+        color=SEARCH_COLOR,
+        edgecolors="white",
+        linewidths=0.6,
+        label=label,
+        zorder=5,
+      )
     for method in methods:
       if method not in runs:
         continue
       color = colors[method]
-      ax.scatter([r[nnz_key] for r in runs[method]], [r["accuracy"] for r in runs[method]],
-                 s=8, color=color, alpha=0.45, linewidths=0, zorder=2)
+      ax.scatter(
+        [r[nnz_key] for r in runs[method]],
+        [r["accuracy"] for r in runs[method]],
+        s=8,
+        color=color,
+        alpha=0.45,
+        linewidths=0,
+        zorder=2,
+      )
       if frontiers.get(method):
         xs, ys = _frontier_xy(frontiers[method], right)
         ax.step(xs, ys, where="post", color=color, linewidth=1.4, label=method, zorder=3)
@@ -117,8 +165,9 @@ def overparam(table, targets, path) -> Path:
   axes = figure.subplots(1, len(f_values), squeeze=False, sharey=True)[0]
   for ax, f in zip(axes, f_values):
     for method in methods:
-      points = sorted((r["width"], r["best_accuracy"]) for r in table
-                      if r["f"] == f and r["method"] == method)
+      points = sorted(
+        (r["width"], r["best_accuracy"]) for r in table if r["f"] == f and r["method"] == method
+      )
       if points:
         ax.plot(*zip(*points), marker="o", markersize=3, color=colors[method], label=method)
     _target_lines(ax, targets)
@@ -141,10 +190,26 @@ def connectivity(table, path) -> Path:
   for method in methods:
     rows = [r for r in table if r["method"] == method]
     xs = [r["weight_nnz"] for r in rows]
-    left.plot(xs, [r["disconnected_fraction"] for r in rows], marker="o", markersize=3,
-              linewidth=0.6, alpha=0.8, color=colors[method], label=method)
-    right.plot(xs, [r["dead_units"] for r in rows], marker="o", markersize=3, linewidth=0.6,
-               alpha=0.8, color=colors[method], label=method)
+    left.plot(
+      xs,
+      [r["disconnected_fraction"] for r in rows],
+      marker="o",
+      markersize=3,
+      linewidth=0.6,
+      alpha=0.8,
+      color=colors[method],
+      label=method,
+    )
+    right.plot(
+      xs,
+      [r["dead_units"] for r in rows],
+      marker="o",
+      markersize=3,
+      linewidth=0.6,
+      alpha=0.8,
+      color=colors[method],
+      label=method,
+    )
   left.set_ylabel("disconnected weights (1 - effective / nnz)")
   right.set_ylabel("dead units (mean)")
   for ax in (left, right):
@@ -164,20 +229,31 @@ def decision_regions(panels, points, labels, path, max_points: int = 3000) -> Pa
   panels: [(title, bool image (r, r))]; points (N, 2) and labels (N,) are
   subsampled evenly to `max_points` for the overlay.
   """
-  from matplotlib.colors import ListedColormap
   columns = min(4, len(panels))
   rows = math.ceil(len(panels) / columns)
   figure = Figure(figsize=(2.6 * columns, 2.8 * rows))
   axes = figure.subplots(rows, columns, squeeze=False).ravel()
   step = max(1, len(points) // max_points)
   sub_x, sub_y = np.asarray(points)[::step], np.asarray(labels)[::step].astype(int)
-  for ax in axes[len(panels):]:
+  for ax in axes[len(panels) :]:
     ax.set_axis_off()
   for ax, (title, image) in zip(axes, panels):
-    ax.imshow(image.astype(int), cmap=ListedColormap(CLASS_COLORS), vmin=0, vmax=1,
-              extent=(-2.25, 2.25, -2.25, 2.25), interpolation="nearest")
-    ax.scatter(sub_x[:, 0], sub_x[:, 1], s=0.6, c=[POINT_COLORS[c] for c in sub_y],
-               linewidths=0, rasterized=True)
+    ax.imshow(
+      image.astype(int),
+      cmap=ListedColormap(CLASS_COLORS),
+      vmin=0,
+      vmax=1,
+      extent=(-2.25, 2.25, -2.25, 2.25),
+      interpolation="nearest",
+    )
+    ax.scatter(
+      sub_x[:, 0],
+      sub_x[:, 1],
+      s=0.6,
+      c=[POINT_COLORS[c] for c in sub_y],
+      linewidths=0,
+      rasterized=True,
+    )
     ax.set_title(title, fontsize=7)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -193,23 +269,38 @@ def sos(runs, frontiers, retrain_table, source_frontiers, targets, path) -> Path
   """
   methods = list(runs)
   kinds = analysis.method_order({r["kind"] for r in retrain_table})
-  colors = method_colors(analysis.method_order(set(methods) | set(kinds)
-                                               | set(source_frontiers)))
+  colors = method_colors(analysis.method_order(set(methods) | set(kinds) | set(source_frontiers)))
   all_nnz = [r["weight_nnz"] for rows in runs.values() for r in rows]
   all_nnz += [r["weight_nnz"] for r in retrain_table]
   right = max(all_nnz) * 1.1 if all_nnz else 10
   figure = Figure(figsize=(6.4, 4.2))
   ax = figure.subplots()
   for method in methods:
-    ax.scatter([r["weight_nnz"] for r in runs[method]], [r["accuracy"] for r in runs[method]],
-               s=8, color=colors[method], alpha=0.4, linewidths=0)
+    ax.scatter(
+      [r["weight_nnz"] for r in runs[method]],
+      [r["accuracy"] for r in runs[method]],
+      s=8,
+      color=colors[method],
+      alpha=0.4,
+      linewidths=0,
+    )
     if frontiers.get(method):
-      ax.step(*_frontier_xy(frontiers[method], right), where="post", color=colors[method],
-              linewidth=1.4, label=f"{method} frontier")
+      ax.step(
+        *_frontier_xy(frontiers[method], right),
+        where="post",
+        color=colors[method],
+        linewidth=1.4,
+        label=f"{method} frontier",
+      )
   for source, frontier in source_frontiers.items():
     if source not in methods and frontier:
-      ax.step(*_frontier_xy(frontier, right), where="post", color=colors[source],
-              linewidth=1.4, label=f"{source} frontier (pruned)")
+      ax.step(
+        *_frontier_xy(frontier, right),
+        where="post",
+        color=colors[source],
+        linewidth=1.4,
+        label=f"{source} frontier (pruned)",
+      )
   for index, kind in enumerate(kinds):
     rows = [r for r in retrain_table if r["kind"] == kind]
     shift = 1 + 0.03 * (index - 1)  # side by side on the log axis
@@ -217,8 +308,16 @@ def sos(runs, frontiers, retrain_table, source_frontiers, targets, path) -> Path
     means = np.array([r["mean_accuracy"] for r in rows])
     low = means - np.array([r["min_accuracy"] for r in rows])
     high = np.array([r["max_accuracy"] for r in rows]) - means
-    ax.errorbar(xs, means, yerr=[low, high], fmt="D", markersize=4, capsize=2,
-                color=colors[kind], label=f"{kind} (mean, min-max)")
+    ax.errorbar(
+      xs,
+      means,
+      yerr=[low, high],
+      fmt="D",
+      markersize=4,
+      capsize=2,
+      color=colors[kind],
+      label=f"{kind} (mean, min-max)",
+    )
   _target_lines(ax, targets)
   _log_x(ax)
   ax.set_xlabel("measured weight nnz")
