@@ -324,6 +324,14 @@ def _make_train(static, method, method_static, mesh, trace_guard=None):
   return train.make_train(static, method, method_static, mesh=mesh, trace_guard=trace_guard)
 
 
+class Interrupted(Exception):
+  """Training stopped on request (the caller's `stop()`) right after a committed chunk."""
+
+  def __init__(self, committed: int, remaining: int):
+    super().__init__(f"stopped after committing {committed} runs; {remaining} remain")
+    self.committed, self.remaining = committed, remaining
+
+
 def select_shard(specs, shard_index: int, num_shards: int):
   """The specs of one shard: a stable split by exp_id, independent of order."""
   if num_shards < 1:
@@ -357,6 +365,9 @@ def run(
     workdir holding another fingerprint is refused with a one-line error.
   on_chunk(chunk_specs, inputs, result): optional hook after each chunk's commit.
   trace_guard: wraps each bucket's trainer (e.g. chex.assert_max_traces; tests).
+  stop: polled after every committed chunk; when it returns True, `Interrupted`
+    is raised (a binary's Ctrl-C / SIGTERM handler sets it): nothing committed is
+    lost and the same call resumes.
   """
   specs = list(specs)
   spec_ops.validate_all(specs, methods)
@@ -364,11 +375,15 @@ def run(
   specs = select_shard(specs, shard_index, num_shards)
   path = store_ops.store_path(workdir, shard_index, num_shards)
   with store_ops.ResultStore(path, sweep_name, fingerprint) as results:
-    _train_into(results, specs, plan, devices, progress_stream, on_chunk, trace_guard, methods)
+    _train_into(
+      results, specs, plan, devices, progress_stream, on_chunk, trace_guard, methods, stop
+    )
   return store_ops.StoreReader(path, missing_ok=True)
 
 
-def _train_into(results, specs, plan, devices, progress_stream, on_chunk, trace_guard, methods):
+def _train_into(
+  results, specs, plan, devices, progress_stream, on_chunk, trace_guard, methods, stop
+):
   done = results.done_ids()
   todo = [s for s in dict((s.exp_id(), s) for s in specs).values() if s.exp_id() not in done]
   if not todo:
@@ -406,4 +421,7 @@ def _train_into(results, specs, plan, devices, progress_stream, on_chunk, trace_
         on_chunk(chunk, inputs, result)
       label = f"{key.method.name}, " if key.method else ""
       progress.update(len(chunk), seconds, f"({label}width {key.width}, {static.formulation})")
+      if stop is not None and stop():
+        progress.close()
+        raise Interrupted(progress.done, progress.total - progress.done)
   progress.close()

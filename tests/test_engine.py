@@ -212,3 +212,12 @@ def test_fixed_init_is_shared_by_seeds(tmp_path):
 def test_each_bucket_compiles_once(tmp_path):
   specs = grid(seeds=(0, 1, 2, 3))  # 8 specs per width bucket: 2 chunks of 4 each
   run(specs, tmp_path, trace_guard=functools.partial(chex.assert_max_traces, n=1))
+
+
+def test_stop_request_ends_after_a_committed_chunk_and_resumes(tmp_path):
+  specs = grid()
+  with pytest.raises(engine.Interrupted) as stopped:
+    run(specs, tmp_path, stop=lambda: True)
+  assert (stopped.value.committed, stopped.value.remaining) == (4, len(specs) - 4)
+  with run(specs, tmp_path) as store:
+    assert store.count() == len(specs)
