@@ -356,6 +356,7 @@ def run(
   on_chunk: Callable | None = None,
   trace_guard: Callable | None = None,
   methods: MethodLookup = plain_only,
+  stop: Callable[[], bool] | None = None,
 ) -> store_ops.StoreReader:
   """Train every spec not yet in the workdir's store; return the store opened for reading.
 
