@@ -156,7 +156,7 @@ class Search:
           {
             "dense_params": count,
             "triples": len(triples),
-            "best_accuracy": float(np.nanmax(accuracies)),
+            "best_accuracy": max((a for a in accuracies if a == a), default=float("nan")),
             "reached": len(reached),
           }
         )
