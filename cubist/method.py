@@ -199,13 +199,16 @@ class Method:
     return ("dot",) if self.loss is not None else ("dot", "unit")
 
   @property
-  def mask_fixed_after_init(self) -> bool:
-    """Its mask never changes once training starts (at-init methods, plain training)."""
+  def fixes_mask_at_init(self) -> bool:
+    """It chooses its mask in `at_init` and then trains it unchanged (SNIP, GraSP, ...):
+    the engine can train its live units only."""
     return (
-      self.pre_event is None
-      and self.grad_event is None
+      self.at_init is not None
+      and all(
+        getattr(self, hook) is None
+        for hook in ("pre_event", "grad_event", "round_end", "aux_init", "loss", "finalize")
+      )
       and self.rounds == 1
-      and self.finalize is None
     )
 
 

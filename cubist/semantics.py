@@ -12,6 +12,9 @@ History:
      per-unit layout (other bits than the old pruning trainer's batched
      matmuls); init files enter seeds by content hash, not path; `repeat`,
      `source_id` and `source_method` enter exp_id.
+  3  train only the live units (cubist.compaction): fixed-mask runs and the
+     at-init methods train at the compact width of their live units (other
+     widths and layouts than before, hence other float sums).
 """
 
-SEMANTICS_VERSION = 2
+SEMANTICS_VERSION = 3

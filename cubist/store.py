@@ -4,7 +4,7 @@ A row says everything about its run (ARCHITECTURE principle 7): the full spec
 as JSON that round-trips to an `ExperimentSpec` (`row_spec`), the repeat
 index, status, metrics, measured NNZ counts, the packed final mask and the
 trained parameters at the network's occupied width (`row_params`) and the
-trainer layout that produced them (part of the bits, with the spec). The file's
+width and layout of the program that trained them (part of the bits, with the spec). The file's
 `meta` table records the schema version, the training-semantics version
 (cubist.semantics) and the sweep's name and fingerprint.
 
@@ -33,7 +33,9 @@ concurrently, each on its own file. The store file itself is created at the
 first commit, so a sweep that fails before finishing a chunk leaves none.
 
 Shard layout: an unsharded sweep writes `WORKDIR/results.sqlite`; shard i of n
-writes `WORKDIR/results-shard{i:03d}-of-{n:03d}.sqlite` (`store_path`).
+writes `WORKDIR/results-shard{i:03d}-of-{n:03d}.sqlite` (`store_path`). A
+workdir holds one layout: a writer beside store files of another layout is
+refused (`check_layout`), naming the layout found and the flags that continue it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -95,6 +98,7 @@ _SCHEMA = (
   ("mask_shape", "TEXT", False),
   ("params", "BLOB", False),
   ("params_width", "INTEGER", False),
+  ("trained_width", "INTEGER", True),
   ("layout", "TEXT", True),
   ("seconds", "REAL", False),
   ("created_at", "REAL", True),
@@ -147,6 +151,51 @@ def store_path(workdir: str | os.PathLike, shard_index: int = 0, num_shards: int
   if not 0 <= shard_index < num_shards:
     raise ValueError(f"shard_index={shard_index} must be in 0..{num_shards - 1}")
   return Path(workdir) / f"results-shard{shard_index:03d}-of-{num_shards:03d}.sqlite"
+
+
+_SHARD_NAME = re.compile(r"results-shard(\d{3,})-of-(\d{3,})\.sqlite")
+
+
+def store_layout(path: str | os.PathLike) -> int | None:
+  """The shard count a store file's name belongs to: 1 for results.sqlite, n for
+  results-shardIII-of-NNN.sqlite, None for any other name."""
+  name = Path(path).name
+  if name == "results.sqlite":
+    return 1
+  match = _SHARD_NAME.fullmatch(name)
+  return int(match.group(2)) if match else None
+
+
+def check_layout(path: str | os.PathLike) -> None:
+  """Raise StoreError if `path`'s workdir holds store files of another shard layout.
+
+  A sweep rerun with another --num_shards would otherwise ignore the finished
+  files of the first layout and silently train everything again (into new
+  files that the report then merges with the old). The error names the layout
+  found and the flags that continue it. Nothing is changed.
+  """
+  path = Path(path)
+  layout = store_layout(path)
+  if layout is None or not path.parent.is_dir():
+    return
+  found = sorted(
+    p.name for p in path.parent.glob("results*.sqlite") if store_layout(p) not in (None, layout)
+  )
+  if not found:
+    return
+  layouts = sorted({store_layout(name) for name in found})
+  this = "an unsharded store" if layout == 1 else f"the files of {layout} shards"
+  if layouts == [1]:
+    raise StoreError(
+      f"workdir {path.parent} holds an unsharded store (results.sqlite) but this run writes "
+      f"{this}; rerun without --num_shards/--shard_index to continue it, or use another --workdir"
+    )
+  count = layouts[-1]
+  raise StoreError(
+    f"workdir {path.parent} holds the store files of a {count}-shard sweep ({len(found)} "
+    f"file(s): {found[0]}, ...) but this run writes {this}; rerun with --num_shards={count} "
+    f"and --shard_index=0..{count - 1} (one process each) to continue it, or use another --workdir"
+  )
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
@@ -287,6 +336,7 @@ class ResultStore:
     """Check an existing file (nothing changes on a refusal), then take the writer's lock."""
     self.path = Path(path)
     self.sweep_name, self.sweep_fingerprint = sweep_name, sweep_fingerprint
+    check_layout(self.path)
     check_writable(self.path, sweep_name, sweep_fingerprint)
     self._db = None
     self._made_dirs = []
@@ -306,8 +356,11 @@ class ResultStore:
       self._made_dirs = missing
       lock = open(self.lock_path, "a+")
     except OSError as error:
+      why = error.strerror
+      if isinstance(error, (FileExistsError, NotADirectoryError)):
+        why = "a file is in the way: it or a parent is not a directory"
       raise StoreError(
-        f"cannot write to {self.path.parent} ({error.strerror}); choose a writable --workdir"
+        f"cannot write to {self.path.parent} ({why}); choose a writable --workdir"
       ) from None
     try:
       fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -417,8 +470,10 @@ class ResultStore:
     self.close()
 
   def __del__(self):
-    with contextlib.suppress(Exception):
+    try:  # not contextlib.suppress: at interpreter exit module globals may be gone
       self.close()
+    except Exception:
+      pass
 
 
 def _select(db: sqlite3.Connection, wanted, where=None, params=()) -> list[dict]:

@@ -540,6 +540,77 @@ def make_train(
   return jax.jit(train)
 
 
+def make_mask_step(method: Method, method_static: MethodStatic, mesh=None):
+  """The first stage of a method that fixes its mask at initialisation: `at_init` alone.
+
+  Returns `mask_step(x, y, inputs) -> (params, masks, failed)`, leading axis E,
+  at the inputs' width: the (masked) weights training starts from, the bool
+  masks it trains, and Method.failed of those masks. The engine then trains
+  the live units only (cubist.compaction); `at_init` sees exactly what it sees
+  inside the full trainer.
+  """
+
+  def mask_step(x, y, inputs: TrainInputs):
+    masks = _as_float(inputs.masks)
+    params = jax.tree.map(jnp.multiply, inputs.params, masks)
+    params, masks = _vmap_hook(
+      method.at_init,
+      "dot",
+      method_static,
+      (_fold(inputs.method_key, 0), params, _as_bool(masks), x, y, inputs.hyper),
+      (ROW, TREE, TREE, SHARED, SHARED, ROW),
+    )
+    params = jax.tree.map(jnp.multiply, params, _as_float(masks))
+    if method.failed is None:
+      failed = jnp.zeros(inputs.lr.shape, bool)
+    else:
+      failed = _vmap_hook(method.failed, "dot", method_static, (masks, inputs.hyper), (TREE, ROW))
+    return params, _as_bool(masks), failed
+
+  if mesh is not None:
+    spec = jax.sharding.PartitionSpec(EXPERIMENT_AXIS)
+    replicated = jax.sharding.PartitionSpec()
+    mask_step = jax.shard_map(
+      mask_step,
+      mesh=mesh,
+      in_specs=(replicated, replicated, spec),
+      out_specs=(spec, spec, spec),
+      check_vma=False,
+    )
+  return jax.jit(mask_step)
+
+
+def make_decay(static: TrainStatic):
+  """The weight-decay-only trajectory of parameters that get no gradient.
+
+  Returns `decay(values, lr, schedule) -> values`: values float32 (E, K), lr
+  (E,), schedule (E,) ids. Every step applies PyTorch SGD to a zero gradient
+  exactly as `_train_chunk` does (`_sgd`, then p <- p - lr_e u), for
+  static.epochs epochs of static.batches_per_epoch steps: what full-width
+  training does to a masked-in weight or bias of a unit that cannot reach the
+  output (cubist.compaction's dropped entries).
+  """
+  optimiser = _sgd(static)
+
+  def decay(values, lr, schedule):
+    lrs = schedules.learning_rates(lr, schedule, static.epochs)  # (E, epochs)
+
+    def step(carry, _, lr):
+      params, opt_state = carry
+      updates, opt_state = optimiser.update(jnp.zeros_like(params), opt_state, params)
+      return (params - lr[:, None] * updates, opt_state), None
+
+    def epoch(carry, lr):
+      return jax.lax.scan(
+        lambda c, s: step(c, s, lr), carry, None, length=static.batches_per_epoch
+      )[0], None
+
+    (values, _), _ = jax.lax.scan(epoch, (values, optimiser.init(values)), lrs.T)
+    return values
+
+  return jax.jit(decay)
+
+
 def experiment_mesh(devices=None) -> jax.sharding.Mesh:
   """A 1-D mesh over all local devices (or the given ones) for the experiment axis."""
   devices = jax.local_devices() if devices is None else devices

@@ -36,7 +36,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from cubist import data, engine, mlp, train
+from cubist import chunks, data, engine, mlp, train
 from cubist.method import PLAIN_METHOD
 from cubist.specs import ExperimentSpec
 from search import grids
@@ -104,8 +104,8 @@ def time_program(
   specs = _specs(name, width, chunk, min(target, mlp.num_weights(width) - 1), epochs)
   method = registry.get(method_name) if method_name else PLAIN_METHOD
   method_static = specs[0].method_static()
-  inputs = engine.chunk_inputs(specs, width, method, method_static)
-  key = engine.bucket_key(specs[0], registry.get)
+  inputs = chunks.chunk_inputs(specs, width, method, method_static)
+  key = engine.bucket_key(specs[0], registry.get, engine.ChunkPlan(compact=False))
   if method_name is None:
     key = engine.BucketKey(width, epochs, data.BATCH_SIZE, False, "feistel")
   layout = layout or engine.train_static(key, engine.ChunkPlan()).formulation

@@ -1,4 +1,4 @@
-"""Store rows without training: what `engine.result_rows` stores for a spec and an outcome.
+"""Store rows without training: what `chunks.result_rows` stores for a spec and an outcome.
 
 Tests of the search, the report and the store fabricate outcomes (an accuracy,
 a status) and let the engine's own code turn them into schema-v2 rows, so the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from cubist import engine, train
+from cubist import chunks
 from cubist.mlp import Layer
 
 
@@ -39,17 +39,15 @@ def stored_row(
     )
   if status == "diverged":
     params = jax.tree.map(lambda a: np.full_like(a, np.nan), params)
-  stack = lambda tree: jax.tree.map(lambda a: np.asarray(a)[None], tree)
-  result = train.TrainResult(
-    params=stack(params),
-    masks=stack(masks),
-    accuracy=np.array([accuracy], np.float32),
-    loss=np.array([np.nan if status == "diverged" else loss], np.float32),
-    epoch_loss=np.zeros((1, spec.epochs), np.float32),
-    step_loss=None,
-    failed=np.array([status == "failed"]),
+  outcome = chunks.Outcome(
+    params,
+    masks,
+    accuracy,
+    float("nan") if status == "diverged" else loss,
+    status == "failed",
+    spec.width,
+    layout,
   )
-  (row,) = engine.result_rows([spec], result, 0.0, layout)
-  row["accuracy"] = accuracy  # exactly, not through float32
+  (row,) = chunks.result_rows([spec], [outcome], 0.0)
   row.update(overrides)
   return row

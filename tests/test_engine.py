@@ -1,7 +1,6 @@
 """The engine: store rows, resume, interruption, sweep identity, exact slicing, errors."""
 
 import dataclasses
-import functools
 import io
 
 import chex
@@ -10,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cubist import data, engine, mlp, train
+from cubist import chunks, data, engine, mlp, train
 from cubist import masks as mask_ops
 from cubist import specs as spec_ops
 from cubist.specs import ExperimentSpec
@@ -64,7 +63,7 @@ def test_restart_skips_finished_and_interruption_loses_at_most_a_chunk(tmp_path)
   specs = grid()
   chunks = []
 
-  def interrupt(chunk, inputs, result):
+  def interrupt(chunk, outcomes):
     chunks.append(len(chunk))
     raise KeyboardInterrupt  # killed right after the first chunk's commit
 
@@ -102,7 +101,7 @@ def test_result_does_not_depend_on_chunk_or_bucket_company(tmp_path):
 
 def _trained_at(spec, width, formulation):
   x, y = (jnp.asarray(a) for a in data.cubist_spiral())
-  inputs = engine.chunk_inputs([spec], width)
+  inputs = chunks.chunk_inputs([spec], width)
   static = train.TrainStatic(width=width, epochs=1, formulation=formulation)
   result = jax.device_get(train.make_train(static)(x, y, inputs))
   return result.accuracy[0], result.loss[0], mlp.slice_params(result.params, 3)
@@ -201,7 +200,7 @@ def test_fixed_init_is_shared_by_seeds(tmp_path):
   path = tmp_path / "init.npz"
   np.savez(path, **mlp.to_numpy_dict(mlp.init(jax.random.PRNGKey(42), 16)))
   specs = [dataclasses.replace(BASE, seed=s, init=str(path)) for s in (0, 1)]
-  inputs = engine.chunk_inputs(specs, 3)
+  inputs = chunks.chunk_inputs(specs, 3)
   for a in jax.tree.leaves(inputs.params):
     np.testing.assert_array_equal(a[0], a[1])
   assert not np.array_equal(inputs.key[0], inputs.key[1])
@@ -209,9 +208,15 @@ def test_fixed_init_is_shared_by_seeds(tmp_path):
   assert {row["init"] for row in rows} == {"init.npz"}
 
 
+def _guard_each_program(train_fn):
+  """chex counts traces per definition site: start each new program's count at zero."""
+  chex.clear_trace_counter()
+  return chex.assert_max_traces(train_fn, n=1)
+
+
 def test_each_bucket_compiles_once(tmp_path):
   specs = grid(seeds=(0, 1, 2, 3))  # 8 specs per width bucket: 2 chunks of 4 each
-  run(specs, tmp_path, trace_guard=functools.partial(chex.assert_max_traces, n=1))
+  run(specs, tmp_path, trace_guard=_guard_each_program)
 
 
 def test_stop_request_ends_after_a_committed_chunk_and_resumes(tmp_path):

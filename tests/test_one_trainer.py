@@ -57,7 +57,9 @@ def test_replays_a_run_of_the_old_trainers_bit_for_bit(index, tmp_path):
     pytest.skip(f"{spec.init} is not here")
   # The old pruning trainer always used "dot"; plain training used the plan's layout.
   plan = (
-    engine.ChunkPlan() if registry.is_plain(spec.method) else engine.ChunkPlan(unit_max_width=0)
+    engine.ChunkPlan(compact=False)
+    if registry.is_plain(spec.method)
+    else engine.ChunkPlan(unit_max_width=0, compact=False)
   )
   with engine.run(
     [spec], tmp_path, plan=plan, methods=registry.get, progress_stream=io.StringIO()
@@ -65,7 +67,7 @@ def test_replays_a_run_of_the_old_trainers_bit_for_bit(index, tmp_path):
     (row,) = store.rows()
   assert row["status"] == "ok"
   assert (
-    engine.train_static(engine.bucket_key(spec, registry.get), plan).formulation
+    engine.train_static(engine.bucket_key(spec, registry.get, plan), plan).formulation
     == recorded["formulation"]
   )
   assert row["accuracy"] == recorded["accuracy"]

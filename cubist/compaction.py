@@ -1,0 +1,147 @@
+"""Train only the live units: gather a network's live hidden units to the front (ARCHITECTURE 10).
+
+A run whose mask is fixed for the rest of its training need not pay for its
+full width. A hidden unit is *live* when it can reach the output through the
+mask (METHODS §G.1's backward-reachable set B_l, computed on mask bits): only
+live units influence the logits. The engine gathers the live units of every
+hidden layer to the front, in their order, trains the compact network in the
+smallest bucket width that holds it, and scatters the result back to the full
+width for the store.
+
+What happens to the rest: a masked-in weight or bias of a unit that is not
+live gets an exactly zero gradient (no path carries a loss signal to it), so
+its value only follows PyTorch SGD's weight decay and momentum, a recurrence
+that needs no data (`cubist.train.make_decay`). Those entries (`dropped`) are
+advanced by that recurrence and scattered back too, so disconnected weights
+stay in the store and in its NNZ counts exactly as full-width training leaves
+them (they are what METHODS §G.1 counts).
+
+Exactness: in the per-unit layout every unit's input sum runs over its inputs
+in index order, so the dropped units' exact-zero terms change no partial sum
+and compact training gives the full-width bits (tested). In the batched-matmul
+layout the matmul kernels block sums by their length, so compaction moves
+results by float rounding: it is part of the training semantics
+(cubist.semantics).
+
+All functions work on ONE network (host-side numpy), weights (out, in).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from cubist.mlp import Layer, Params, layer_shapes
+
+# Widths a compact network is trained at: exact up to 8 (the per-unit layout and
+# the narrowest matmuls), then a few sizes, so a sweep compiles few programs.
+BUCKET_WIDTHS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+def live_units(masks: Params) -> list[np.ndarray]:
+  """Per hidden layer, bool (w,): the units with a masked-in path to the output (B_l)."""
+  weights = [np.asarray(layer.weight, bool) for layer in masks]
+  reach = np.ones(1, bool)  # the output unit
+  live = []
+  for weight in reversed(weights[1:]):  # W4, W3, W2: (out, in)
+    reach = np.any(weight & reach[:, None], axis=0)
+    live.insert(0, reach)
+  return live
+
+
+def bucket_width(width: int) -> int:
+  """The smallest bucket width that holds `width` units (widths beyond the last stay)."""
+  return next((b for b in BUCKET_WIDTHS if b >= width), width)
+
+
+class Compaction(NamedTuple):
+  """How one network maps into its compact form.
+
+  units: per hidden layer, int (k_l,) the live units' indices, ascending.
+  width: the bucket width of the compact network (>= every k_l, >= 1).
+  full_width: the network's width.
+  dropped: per layer, (weight bool (out, in), bias bool (out,)) at the full
+    width: the masked-in entries of units that are not live.
+  """
+
+  units: tuple[np.ndarray, np.ndarray, np.ndarray]
+  width: int
+  full_width: int
+  dropped: Params
+
+
+def plan(masks: Params) -> Compaction:
+  """The compaction of a network with these (full-width, bool) masks."""
+  masks = tuple(Layer(np.asarray(l.weight, bool), np.asarray(l.bias, bool)) for l in masks)
+  live = live_units(masks)
+  units = tuple(np.flatnonzero(layer) for layer in live)
+  width = bucket_width(max(1, *(len(u) for u in units)))
+  full_width = masks[0].weight.shape[0]
+  out_live = [*live, np.ones(1, bool)]
+  dropped = tuple(
+    Layer(m.weight & ~out_live[l][:, None], m.bias & ~out_live[l]) for l, m in enumerate(masks)
+  )
+  return Compaction(units, width, full_width, dropped)
+
+
+def _indices(compaction: Compaction):
+  """(rows, cols) index arrays per layer: the full-width entries of the compact block."""
+  hidden = list(compaction.units)
+  rows = [*hidden, np.zeros(1, int)]
+  cols = [np.arange(2), *hidden]
+  return rows, cols
+
+
+def gather(tree: Params, compaction: Compaction, width: int | None = None) -> Params:
+  """A full-width network (params or masks) as its compact network (zeros beyond the live
+  units), at the compaction's width or a wider one."""
+  rows, cols = _indices(compaction)
+  out = []
+  for l, ((weight_shape, bias_shape), layer) in enumerate(
+    zip(layer_shapes(width or compaction.width), tree)
+  ):
+    weight = np.zeros(weight_shape, np.asarray(layer.weight).dtype)
+    bias = np.zeros(bias_shape, np.asarray(layer.bias).dtype)
+    weight[: len(rows[l]), : len(cols[l])] = np.asarray(layer.weight)[np.ix_(rows[l], cols[l])]
+    bias[: len(rows[l])] = np.asarray(layer.bias)[rows[l]]
+    out.append(Layer(weight, bias))
+  return tuple(out)
+
+
+def scatter(compact: Params, into: Params, compaction: Compaction) -> Params:
+  """`into` (full width) with the compact network's entries written back in place."""
+  rows, cols = _indices(compaction)
+  out = []
+  for l, (small, big) in enumerate(zip(compact, into)):
+    weight, bias = np.array(big.weight), np.array(big.bias)
+    weight[np.ix_(rows[l], cols[l])] = np.asarray(small.weight)[: len(rows[l]), : len(cols[l])]
+    bias[rows[l]] = np.asarray(small.bias)[: len(rows[l])]
+    out.append(Layer(weight, bias))
+  return tuple(out)
+
+
+def dropped_values(params: Params, compaction: Compaction) -> np.ndarray:
+  """The dropped entries of a full-width network, flattened in layer order (weight, bias)."""
+  return np.concatenate(
+    [
+      np.asarray(array)[mask]
+      for layer, dropped in zip(params, compaction.dropped)
+      for array, mask in ((layer.weight, dropped.weight), (layer.bias, dropped.bias))
+    ]
+  )
+
+
+def with_dropped(params: Params, values: np.ndarray, compaction: Compaction) -> Params:
+  """`params` with its dropped entries replaced by `values` (the order of `dropped_values`)."""
+  out, start = [], 0
+  for layer, dropped in zip(params, compaction.dropped):
+    arrays = []
+    for array, mask in ((layer.weight, dropped.weight), (layer.bias, dropped.bias)):
+      array = np.array(array)
+      count = int(mask.sum())
+      array[mask] = values[start : start + count]
+      start += count
+      arrays.append(array)
+    out.append(Layer(*arrays))
+  return tuple(out)
