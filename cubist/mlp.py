@@ -17,6 +17,8 @@ full width's.
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from typing import NamedTuple
 
 import jax
@@ -129,15 +131,29 @@ def load_init(path: str | os.PathLike, width: int | None = None) -> Params:
 
   The file holds a width-W model in PyTorch orientation. Slicing keeps the
   top-left block (§B.2: W1[:w], W2[:w,:w], W3[:w,:w], W4[:, :w], b4 whole), so
-  the sliced weights keep their width-W scale. Raises a one-line ValueError for a
-  missing file, missing keys, inconsistent shapes or a width outside 1..W.
+  the sliced weights keep their width-W scale. An init file is user input: a
+  missing file, a directory, a file that is not an npz archive (empty,
+  truncated, a plain .npy, garbage), missing keys, non-numeric or non-finite
+  values, inconsistent shapes or a width outside 1..W are each a one-line
+  ValueError that names the file (never numpy's advice to unpickle it).
   """
   path = os.fspath(path)
   if not os.path.exists(path):
-    raise ValueError(f"init file {path!r} does not exist")
-  with np.load(path) as data:
-    params = from_numpy_dict(data, source=f"init file {path!r}")
-  full_width = params[0].weight.shape[0]
+    raise ValueError(f"init file {path!r} does not exist; {_INIT_HINT}")
+  if not os.path.isfile(path):
+    raise ValueError(f"init file {path!r} is not a file; {_INIT_HINT}")
+  arrays = _read_npz(path)
+  missing = [key for key in npz_keys() if key not in arrays]
+  if missing:
+    raise ValueError(f"init file {path!r}: missing keys {missing}; {_INIT_HINT}")
+  params = from_numpy_dict(arrays, source=f"init file {path!r}")
+  first = params[0].weight.shape
+  if len(first) != 2 or first[0] < 1:
+    raise ValueError(
+      f"init file {path!r}: layer1_weight has shape {first}, expected (W, {INPUT_DIM}) "
+      "for a width W >= 1"
+    )
+  full_width = first[0]
   expected = layer_shapes(full_width)
   for index, (layer, (weight_shape, bias_shape)) in enumerate(zip(params, expected), start=1):
     if layer.weight.shape != weight_shape or layer.bias.shape != bias_shape:
@@ -145,11 +161,55 @@ def load_init(path: str | os.PathLike, width: int | None = None) -> Params:
         f"init file {path!r}: layer{index} has weight {layer.weight.shape} and bias "
         f"{layer.bias.shape}, expected {weight_shape} and {bias_shape} for width {full_width}"
       )
+    if not (np.all(np.isfinite(layer.weight)) and np.all(np.isfinite(layer.bias))):
+      raise ValueError(f"init file {path!r}: layer{index} holds non-finite values; {_INIT_HINT}")
   if width is None:
     return params
   if isinstance(width, bool) or int(width) != width or not 1 <= width <= full_width:
     raise ValueError(f"width={width} is outside 1..{full_width} of init file {path!r}")
   return slice_params(params, width)
+
+
+_INIT_HINT = "give an npz written by numpy.savez with keys layer{1..4}_{weight,bias}"
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+  """The numeric arrays of an npz archive, or a one-line ValueError saying why it is not one.
+
+  Pickles are never loaded (allow_pickle=False), and numpy's own message for a
+  file it does not recognise (which suggests unpickling it) is not passed on.
+  """
+  try:
+    loaded = np.load(path, allow_pickle=False)
+  except EOFError:
+    raise ValueError(f"init file {path!r} is empty or truncated; {_INIT_HINT}") from None
+  except zipfile.BadZipFile as error:
+    raise ValueError(
+      f"init file {path!r} is a damaged zip archive ({error}); {_INIT_HINT}"
+    ) from None
+  except (OSError, ValueError):
+    raise ValueError(
+      f"init file {path!r} is not an npz archive (unrecognised contents); {_INIT_HINT}"
+    ) from None
+  if not isinstance(loaded, np.lib.npyio.NpzFile):
+    raise ValueError(f"init file {path!r} holds a single array (.npy), not an npz; {_INIT_HINT}")
+  with loaded:
+    try:
+      arrays = {key: loaded[key] for key in loaded.files if key in npz_keys()}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+      raise ValueError(
+        f"init file {path!r} has an unreadable member ({_one_line(error)}); {_INIT_HINT}"
+      ) from None
+  for key, array in arrays.items():
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+      raise ValueError(
+        f"init file {path!r}: {key} has dtype {array.dtype}, not numbers; {_INIT_HINT}"
+      )
+  return arrays
+
+
+def _one_line(error: BaseException) -> str:
+  return " ".join(str(error).split()) or type(error).__name__
 
 
 def slice_params(params: Params, width: int) -> Params:

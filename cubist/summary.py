@@ -22,36 +22,38 @@ def config_fingerprint(config) -> str:
 
 
 def table(rows: list[dict], group_by: tuple[str, ...]) -> str:
-  """One line per group: runs, diverged, accuracy mean/median/max, NNZ counts."""
+  """One line per group: runs, diverged (and failed) runs, accuracy mean/median/max, NNZ counts.
+
+  Accuracies and NNZ counts are those of the group's `ok` runs only: a
+  diverged run's accuracy is that of NaN weights, which would drag the mean
+  down without saying why, so it is counted in its own column instead. A
+  group without an ok run shows "-" (never "nan%", and no numpy warning).
+  """
   groups = defaultdict(list)
   for row in rows:
     groups[tuple(row[k] for k in group_by)].append(row)
-  header = list(group_by) + [
-    "runs",
-    "diverged",
-    "acc_mean",
-    "acc_median",
-    "acc_max",
-    "weight_nnz",
-    "model_nnz",
-  ]
+  failed = any(row["status"] == "failed" for row in rows)
+  header = list(group_by) + ["runs", "diverged"] + (["failed"] if failed else [])
+  header += ["acc_mean", "acc_median", "acc_max", "weight_nnz", "model_nnz"]
   lines = [header]
   for key in sorted(groups, key=lambda k: tuple((v is None, v) for v in k)):
     members = groups[key]
-    accuracy = np.array([r["accuracy"] for r in members if r["accuracy"] is not None], float)
-    weight = sorted({r["weight_nnz"] for r in members})
-    model = sorted({r["model_nnz"] for r in members})
+    ok = [r for r in members if r["status"] == "ok"]
+    accuracy = np.array([r["accuracy"] for r in ok if r["accuracy"] is not None], float)
+    accuracy = accuracy[np.isfinite(accuracy)]
+    counts = [str(len(members)), str(sum(r["status"] == "diverged" for r in members))]
+    if failed:
+      counts.append(str(sum(r["status"] == "failed" for r in members)))
     lines.append(
       [
         *(str(v) for v in key),
-        str(len(members)),
-        str(sum(r["status"] == "diverged" for r in members)),
+        *counts,
         *(
           f"{100 * f(accuracy):.2f}%" if accuracy.size else "-"
           for f in (np.mean, np.median, np.max)
         ),
-        _span(weight),
-        _span(model),
+        _span(sorted({r["weight_nnz"] for r in ok if r["weight_nnz"] is not None})),
+        _span(sorted({r["model_nnz"] for r in ok if r["model_nnz"] is not None})),
       ]
     )
   widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

@@ -7,18 +7,19 @@ table beside it. Each workdir is a store of one sweep (a search, a pruning
 family, retraining); their rows are combined. Models are drawn from the
 weights the store keeps: nothing is retrained. `--reproduce=N` retrains N
 stored runs from their stored specs and checks that their weights come out
-bit for bit (a section of the page). Bad input (no store, incompatible
-shards) is a one-line error.
+bit for bit (a section of the page). Stores are opened read-only, so a store
+in a read-only place (copied off a cluster) is read where it lies; the page
+then needs an --out it can write. Bad input (no store, incompatible shards, a
+target outside (0, 100], an output folder that cannot be written) is a
+one-line error.
 """
 
-from cubist import devices
+import math
+from pathlib import Path
 
-devices.use_host_cores()  # before JAX starts: one host device per core
+from absl import flags
 
-import sys
-
-from absl import app, flags
-
+from experiments import cli
 from search import report
 
 _WORKDIR = flags.DEFINE_multi_string("workdir", None, "A result-store directory (repeatable).")
@@ -38,24 +39,60 @@ _REPRODUCE = flags.DEFINE_integer(
   lower_bound=0,
 )
 flags.mark_flags_as_required(["workdir"])
+flags.adopt_module_key_flags(cli)  # --help lists --debug too
+
+
+def targets(texts) -> list[float]:
+  """--targets as fractions; each must be a number in (0, 100] percent."""
+  if not texts:
+    raise cli.UserError("flag", "--targets=", "no target given", "e.g. --targets=95,99.5")
+  values = []
+  for text in texts:
+    try:
+      value = float(text)
+    except ValueError:
+      value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 100):
+      raise cli.UserError(
+        "flag",
+        f"--targets={','.join(texts)}",
+        f"{text!r} is not an accuracy in (0, 100] percent",
+        "e.g. --targets=95,99.5",
+      )
+    values.append(value / 100)
+  return values
+
+
+def output_folder(workdirs, out) -> Path | None:
+  """Check that the page's folder can be written (created) before reading anything."""
+  if out is not None:
+    return cli.check_writable_dir(Path(out), "output folder", "--out")
+  first = Path(workdirs[0])
+  if not first.is_dir():
+    return None  # the report says what is wrong with the workdir
+  try:
+    return cli.check_writable_dir(first / "report", "output folder", "--out")
+  except cli.UserError as error:
+    raise cli.UserError(
+      error.what, error.where, error.why, "pass --out=DIR, a writable folder for the page"
+    ) from None
 
 
 def main(argv):
-  if len(argv) > 1:
-    sys.exit(f"error: unexpected arguments {argv[1:]}")
-  try:
-    targets = [float(t) / 100 for t in _TARGETS.value]
-    path = report.build_report(
-      _WORKDIR.value,
-      out_dir=_OUT.value,
-      init_dir=_INIT_DIR.value,
-      targets=targets,
-      reproduce=_REPRODUCE.value,
-    )
-  except (ValueError, OSError) as error:
-    sys.exit(f"error: {error}")
+  cli.no_arguments(argv)
+  fractions = targets(_TARGETS.value)
+  for workdir in _WORKDIR.value:
+    cli.check_readable_dir(workdir, "workdir", "--workdir")
+  output_folder(_WORKDIR.value, _OUT.value)
+  path = report.build_report(
+    _WORKDIR.value,
+    out_dir=_OUT.value,
+    init_dir=_INIT_DIR.value,
+    targets=fractions,
+    reproduce=_REPRODUCE.value,
+  )
   print(f"report: {path}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -2,6 +2,11 @@
 
 A sweep binary turns its config into specs, trains them into the workdir's
 store through the engine (resumable, shardable) and prints a summary table.
+Every mistake in the config, the flags, the workdir or the store is one line
+(experiments/cli.py) before anything compiles and before the workdir changes:
+the whole sweep is expanded and validated first, and a sweep of zero runs is
+refused. Ctrl-C or SIGTERM stops after the chunk in flight is committed and
+prints the command that resumes.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from cubist import engine, summary
+from cubist import store as store_ops
+from experiments import cli
 from search.pruning import registry
 
 CONFIG = config_flags.DEFINE_config_file(
@@ -26,27 +33,51 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(build_specs: Callable, format_rows: Callable[[list[dict]], str]) -> Callable:
   """An absl main: `build_specs(config)` trained into the store, `format_rows(rows)` printed.
 
-  Bad input (a ValueError from the specs, the engine or the store) is a one-line error.
+  Run it with `cli.run`, which turns bad input into one line and exit status 2.
   """
 
   def run(argv):
-    del argv
+    cli.no_arguments(argv)
     config = CONFIG.value
+    shard_index, num_shards = cli.check_shards(SHARD_INDEX.value, NUM_SHARDS.value)
+    workdir = cli.check_workdir(WORKDIR.value)
+    specs = build_specs(config)
+    if not specs:
+      raise cli.UserError(
+        "config",
+        cli.config_argument(),
+        "the sweep expands to zero runs",
+        "check the config fields that list its grid",
+      )
+    fingerprint = summary.config_fingerprint(config)
+    path = store_ops.store_path(workdir, shard_index, num_shards)
+    stop = cli.StopRequest().install()
     try:
-      specs = build_specs(config)
       with engine.run(
         specs,
-        WORKDIR.value,
+        workdir,
         sweep_name=config.name,
-        fingerprint=summary.config_fingerprint(config),
-        shard_index=SHARD_INDEX.value,
-        num_shards=NUM_SHARDS.value,
+        fingerprint=fingerprint,
+        shard_index=shard_index,
+        num_shards=num_shards,
         methods=registry.get,
+        stop=stop,
       ) as results:
         rows = results.rows()
-        path = results.path
-    except ValueError as error:
-      raise SystemExit(f"error: {error}") from None
+    except engine.Interrupted as stopped:
+      if stopped.remaining:
+        with store_ops.StoreReader(path, missing_ok=True) as results:
+          stored = results.count()
+        cli.interrupted(
+          f"{stopped.committed} runs committed in this session ({stored} in {path}), "
+          f"{stopped.remaining} still to train"
+        )
+      with store_ops.StoreReader(path, missing_ok=True) as results:
+        rows = results.rows()  # stopped after the last chunk: the sweep is complete
+    except KeyboardInterrupt:  # a second Ctrl-C: the chunk in flight was never committed
+      with store_ops.StoreReader(path, missing_ok=True) as results:
+        stored = results.count()
+      cli.interrupted(f"the chunk in flight was abandoned; {stored} runs are kept in {path}")
     print(format_rows(rows))
     print(f"\n{len(rows)} runs in {path}")
 

@@ -31,7 +31,7 @@ accuracies at w = 16, f = 40 are in the README.
 
 import ml_collections
 
-from experiments.configs.common import number, parse_options
+from experiments.configs.common import integer, number, parse_options, path
 from search import grids
 from search.pruning import registry, variational
 
@@ -58,7 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     "overparam"
   ]
   if len(families) > 1:
-    raise ValueError(f"choose one family, not {families}")
+    raise ValueError(
+      f"prune config: choose one family, not {families}; e.g. prune.py:{families[0]},quick"
+    )
   quick = "quick" in options
   config = ml_collections.ConfigDict()
   config.family = families[0]
@@ -80,9 +82,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.targets = (20, 40) if quick else grids.OVERPARAM_TARGETS
   elif config.family == "fixed":
     config.methods = PAPER
-    config.init = options["fixed"]
+    config.init = path(options, "fixed", "prune", "fixed=../shared/data/bench95_init.npz")
     target = 0.995 if number(options, "target", 95, "prune") > 99 else 0.95
-    optimal = int(number(options, "width", 4, "prune"))
+    optimal = integer(options, "width", 4, "prune")
     config.widths = (optimal,) if quick else (optimal, 16)
     config.targets = (
       ((15, 20) if target < 0.99 else (20, 30)) if quick else (grids.FIXED_TARGETS[target])
@@ -113,7 +115,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.methods = ()
     config.widths = ()
     config.targets = ()
-    config.retrain_from = options["retrain"]
+    config.retrain_from = path(options, "retrain", "prune", "retrain=/tmp/prune_overparam")
     config.repeats = 1 if quick else 3
   if "methods" in options:
     config.methods = tuple(options["methods"].split("+"))

@@ -74,11 +74,50 @@ def _spec(
   )
 
 
-def grid_specs(config) -> list[ExperimentSpec]:
-  """methods x widths x targets (f < N(w)) x lrs x schedules x repeats (+ strengths)."""
+def _integers(config, name: str, low: int) -> tuple[int, ...]:
+  """config[name] as a non-empty tuple of integers >= low, or a one-line ValueError."""
+  values = config[name]
+  if isinstance(values, (int, float, str)):
+    values = (values,)
+  values = tuple(values)
+  if not values:
+    raise ValueError(f"config.{name} is empty, so the sweep has no runs; give at least one value")
+  for value in values:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+      raise ValueError(f"config.{name}={values}: {value!r} is not an integer >= {low}")
+  return values
+
+
+def check_grid(config) -> None:
+  """One-line ValueErrors, before any spec is made, for a grid config that is
+  malformed or that expands to no runs, naming the field responsible."""
+  for name in ("methods", "lrs", "schedules"):
+    if not len(config[name]):
+      raise ValueError(f"config.{name} is empty, so the sweep has no runs; give at least one value")
   for name in config.methods:
     if not registry.is_pruning(name):
       raise ValueError(f"unknown pruning method {name!r}; known: {', '.join(registry.names())}")
+  widths = _integers(config, "widths", 1)
+  targets = _integers(config, "targets", 1)
+  repeats = config.repeats
+  if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+    raise ValueError(f"config.repeats={repeats!r} must be an integer >= 1 (the sweep has no runs)")
+  if min(targets) >= max(mlp.num_weights(w) for w in widths):
+    counts = ", ".join(f"N({w})={mlp.num_weights(w)}" for w in widths)
+    raise ValueError(
+      f"config.targets={targets}: no target is below the weight count of any width in "
+      f"config.widths={widths} ({counts}), so the sweep has no runs; lower the targets or "
+      "add wider networks"
+    )
+
+
+def grid_specs(config) -> list[ExperimentSpec]:
+  """methods x widths x targets (f < N(w)) x lrs x schedules x repeats (+ strengths).
+
+  A config that is malformed or expands to no runs is a one-line ValueError
+  naming the field (`check_grid`, and a final check for what empties it later).
+  """
+  check_grid(config)
   specs = []
   for method, width, target, lr, schedule, repeat in itertools.product(
     config.methods,
@@ -104,11 +143,20 @@ def grid_specs(config) -> list[ExperimentSpec]:
           method, width, target, lr, schedule, repeat, config, strength, threshold, options=options
         )
       )
+  if not specs:
+    raise ValueError(
+      f"config.strengths={dict(config.strengths)} and config.thresholds="
+      f"{tuple(config.thresholds)} leave no run of methods {tuple(config.methods)}, so the "
+      "sweep has no runs; give at least one strength (and VD threshold) per method"
+    )
   return specs
 
 
 def retrain_specs(config) -> list[ExperimentSpec]:
   """scratch_e / scratch_b / lottery runs for the finished runs of `config.retrain_methods`."""
+  repeats = config.repeats
+  if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+    raise ValueError(f"config.repeats={repeats!r} must be an integer >= 1 (the sweep has no runs)")
   rows = store_ops.merge_stores(store_ops.find_stores(config.retrain_from))
   rows = [r for r in rows if r["status"] == "ok" and r["method"] in config.retrain_methods]
   if not rows:
@@ -148,8 +196,13 @@ def specs_from_config(config) -> list[ExperimentSpec]:
 
 
 def summary_rows(rows: list[dict]) -> list[dict]:
-  """Per (method, width, target, strength, threshold): runs, best and median accuracy,
-  measured weight NNZ. Strength and threshold only vary for VD and L0."""
+  """Per (method, width, target, strength, threshold): runs, diverged and failed runs,
+  best and median accuracy and measured weight NNZ of the ok runs (None without one).
+
+  Strength and threshold only vary for VD and L0. Diverged and failed runs are
+  counted apart: their accuracy is not a result, so it never enters best or
+  median (which are None, not nan, when no run of the group is ok).
+  """
   groups = {}
   for row in rows:
     key = (
@@ -164,7 +217,7 @@ def summary_rows(rows: list[dict]) -> list[dict]:
   for (method, width, target, strength, threshold), members in sorted(
     groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or -1, kv[0][3], kv[0][4] or 0.0)
   ):
-    ok = [r for r in members if r["status"] == "ok"]
+    ok = [r for r in members if r["status"] == "ok" and r["accuracy"] is not None]
     accuracy = np.array([r["accuracy"] for r in ok], float)
     setting = (
       ""
@@ -178,10 +231,11 @@ def summary_rows(rows: list[dict]) -> list[dict]:
         target_nnz=target,
         setting=setting,
         runs=len(members),
-        failed=sum(r["status"] != "ok" for r in members),
-        best=float(accuracy.max()) if ok else float("nan"),
-        median=float(np.median(accuracy)) if ok else float("nan"),
-        weight_nnz=sorted({r["weight_nnz"] for r in ok}),
+        diverged=sum(r["status"] == "diverged" for r in members),
+        failed=sum(r["status"] == "failed" for r in members),
+        best=float(accuracy.max()) if ok else None,
+        median=float(np.median(accuracy)) if ok else None,
+        weight_nnz=sorted({r["weight_nnz"] for r in ok if r["weight_nnz"] is not None}),
       )
     )
   return out

@@ -9,8 +9,10 @@ images loaded (`data-images-loaded` / `data-images-total` on <body>, errors in
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import math
+import re
 import struct
 from pathlib import Path
 
@@ -53,6 +55,27 @@ window.addEventListener('load', function () {
   document.body.dataset.imagesTotal = String(images.length);
 });
 """
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*")
+
+
+def safe_name(text, max_length: int = 64) -> str:
+  """`text` as a file name that stays inside its folder, whatever a store holds.
+
+  Store contents are data (a method name, an exp_id, a sweep name may be
+  anything in a crafted or damaged store), so a name built from them must not
+  carry a path separator, "..", a leading dot or control characters. A plain
+  name (letters, digits, `_ + - .`, no empty or leading dot part, at most
+  `max_length` characters) is kept as it is; anything else becomes its plain
+  characters plus a short hash of the original, so two different texts never
+  share a file.
+  """
+  text = str(text)
+  if len(text) <= max_length and _SAFE_NAME.fullmatch(text):
+    return text
+  stem = re.sub(r"[^A-Za-z0-9_+-]+", "_", text).strip("_")[: max_length - 9] or "name"
+  return f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def fmt(value) -> str:

@@ -19,6 +19,7 @@ from search.report.page import (
   image,
   paragraph,
   percent,
+  safe_name,
   table,
   write_csv,
 )
@@ -403,7 +404,7 @@ def diagram_section(entries, out: Path):
   figures = []
   for e in drawn:
     model = e["model"]
-    name = f"diagrams/{e['name']}.png"
+    name = f"diagrams/{safe_name(e['name'])}.png"  # e["name"] comes from the store
     inactive = models.inactive_units(model.params, model.masks, points)
     diagrams.draw_network(
       model.params,
