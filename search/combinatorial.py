@@ -14,6 +14,15 @@ which something reaches the target: everything sparser has then been tried
 and failed, so the answer is settled. `exhaustive_phase1` / `all_levels` run
 every level instead. The answer's weights are read from the store (never
 retrained) into sparsest_<target>.npz.
+
+The robust rule (`rule="robust"`, search/stats.py) replaces "its best accuracy
+reaches the target" by "its best setting reaches the target with probability
+>= q at the lower bound of an exact interval", and trains each level in seed
+rounds (`Search._allocate`): a candidate gets more seeds only while its answer
+is open, and a level stops as soon as one candidate is above q or none can be.
+The answer is then the level's most convincing candidate (highest lower bound,
+then estimate, then the reference tie-break order); search.json records the
+runs the allocation used against giving every setting max_seeds.
 """
 
 from __future__ import annotations
@@ -24,22 +33,29 @@ import sqlite3
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Hashable, Iterable, NamedTuple
 
 import numpy as np
 
-from cubist import engine, mlp
+from cubist import chunks, engine, mlp
 from cubist import masks as mask_ops
 from cubist import store as store_ops
 from cubist.mlp import Layer
 from cubist.specs import ExperimentSpec
+from search import stats
 from search.phases import (
   SearchConfig,
+  hyperparameters,
   level_mask_triples,
+  mask_config_label,
+  network_masks,
   parse_mask_config,
   phase1_levels,
+  phase1_spec,
   phase1_specs,
+  phase2_candidates,
   phase2_levels,
+  phase2_spec,
   phase2_specs,
   settings,
 )
@@ -93,6 +109,9 @@ class Search:
     self.poll_seconds = poll_seconds
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.name = f"search-{config.target:g}"
+    # Robust rule: runs the seed allocation asked for, and what giving every
+    # trained candidate-setting max_seeds would have cost.
+    self.allocated = {"runs": 0, "cap_runs": 0}
 
   # The store of this shard, and a merged view of every shard's rows.
   def _train(self, specs: list[ExperimentSpec]) -> None:
@@ -186,7 +205,8 @@ class Search:
       self._phase1_walk = iter(())
       return {"widths": tuple(config.phase1_widths), "given": True, "levels": []}
     table = []
-    self._phase1_walk = self._phase1_reaching(table)
+    walk = self._phase1_reaching_robust if config.robust else self._phase1_reaching
+    self._phase1_walk = walk(table)
     answer = next(self._phase1_walk, None)
     if config.exhaustive_phase1:
       self._phase1_walk = iter(list(self._phase1_walk))  # train every level now
@@ -195,6 +215,8 @@ class Search:
   def phase2(self, widths) -> dict:
     """The sparsest mask inside `widths` reaching the target, and the per-level table."""
     config = self.config
+    if config.robust:
+      return self._phase2_robust(widths)
     table, answer = [], None
     for level in phase2_levels(config, widths):
       triples = list(level_mask_triples(config, widths, level))
@@ -237,6 +259,141 @@ class Search:
           break
     return {**(answer or {"mask_config": None}), "levels": table}
 
+  # --- The robust rule ---------------------------------------------------------
+
+  def _allocate(
+    self,
+    levels: list[list[Hashable]],
+    spec_of: Callable[[Hashable, tuple, int], ExperimentSpec],
+    candidate_of: Callable[[dict], Hashable],
+  ) -> list["LevelOutcome"]:
+    """Train the candidates of `levels` in seed rounds until each level is settled.
+
+    levels: [[candidate, ...], ...], candidates distinct across levels.
+    spec_of(candidate, (lr, schedule), repeat): its run; candidate_of(row): the
+    inverse. Each level is allocated on its own (stats.next_seeds); the rounds
+    of all levels train together so chunks stay full. A round gives a
+    candidate-setting the repeats n..n'-1 after the n it has, and a run's seed
+    depends only on what it is, so a resumed or sharded search (every shard
+    reads the same merged rows, hence takes the same decisions) trains
+    identical runs.
+    """
+    config = self.config
+    allocation, grid = config.allocation(), hyperparameters(config)
+    candidates = [c for level in levels for c in level]
+    rows = []
+    while True:
+      counts = stats.success_counts(
+        rows, candidate_of, _setting_of, config.target, candidates, grid
+      )
+      specs = [
+        spec_of(candidate, setting, repeat)
+        for level in levels
+        for (candidate, setting), seeds in stats.next_seeds(
+          {c: counts[c] for c in level}, allocation
+        ).items()
+        for repeat in range(counts[candidate][setting].trials, seeds)
+      ]
+      if not specs:
+        break
+      self._train(specs)
+      rows += self._rows_for(specs)
+    outcomes = []
+    for level in levels:
+      members = set(level)
+      level_rows = [r for r in rows if candidate_of(r) in members]
+      estimates = stats.estimate_all(
+        {c: counts[c] for c in level}, allocation.q, allocation.confidence
+      )
+      outcome = LevelOutcome(estimates, level_rows, allocation.cap * len(grid) * len(level))
+      self.allocated["runs"] += len(level_rows)
+      self.allocated["cap_runs"] += outcome.cap_runs
+      outcomes.append(outcome)
+    return outcomes
+
+  def _phase1_reaching_robust(self, table: list):
+    """`_phase1_reaching` under the robust rule: the triples above q, in selection order.
+
+    Small levels are grouped as in the reference walk (by their first round's
+    runs); within a level the order is the most convincing first, then the
+    smallest triple.
+    """
+    config = self.config
+    first_round = len(hyperparameters(config)) * config.initial_seeds
+    pending = []
+    levels = phase1_levels(config)
+    for index, (count, triples) in enumerate(levels):
+      pending.append((count, triples))
+      if sum(len(t) for _, t in pending) * first_round < 256 and index < len(levels) - 1:
+        continue
+      group, pending = pending, []
+      outcomes = self._allocate(
+        [list(triples) for _, triples in group],
+        lambda triple, setting, repeat: phase1_spec(config, triple, *setting, repeat),
+        _triple_of,
+      )
+      reaching = []
+      for (count, triples), outcome in zip(group, outcomes):
+        table.append(
+          {"dense_params": count, "triples": len(triples), **_level_summary(outcome, tuple)}
+        )
+        for estimate in stats.ranked_above(outcome.estimates, tuple):
+          fields, _ = _robust_answer(estimate, outcome.rows, _triple_of, config.target)
+          reaching.append({"widths": estimate.candidate, "dense_params": count, **fields})
+      done = table[-len(group) :]
+      self.log(
+        f"phase 1: dense params <= {group[-1][0]}: {sum(r['reached'] for r in done)} above "
+        f"q={config.q:g}, {sum(r['undecided'] for r in done)} undecided, "
+        f"{sum(r['runs'] for r in done)} runs"
+      )
+      yield from reaching
+
+  def _phase2_robust(self, widths) -> dict:
+    """`phase2` under the robust rule: the sparsest level with a mask above q, and the
+    per-level table (one mask per relabelling class under a random init)."""
+    config = self.config
+    table, answer = [], None
+    for level in phase2_levels(config, widths):
+      triples = phase2_candidates(config, widths, level_mask_triples(config, widths, level))
+      if not triples:
+        continue
+      masks = {mask_config_label(t): network_masks(widths, t, config.width) for t in triples}
+      (outcome,) = self._allocate(
+        [list(masks)],
+        lambda label, setting, repeat: phase2_spec(
+          config, widths, parse_mask_config(label), *setting, repeat, masks[label]
+        ),
+        _mask_of,
+      )
+      summary = _level_summary(outcome, parse_mask_config)
+      weight_nnz = level + widths[2]
+      table.append(
+        {
+          "hidden_nnz": level,
+          "weight_nnz": weight_nnz,
+          "model_nnz": weight_nnz + sum(widths) + 1,
+          "masks": len(masks),
+          **summary,
+        }
+      )
+      self.log(
+        f"phase 2: weight nnz {weight_nnz}: {len(masks)} masks, {summary['runs']} runs, "
+        f"{summary['reached']} above q={config.q:g}, {summary['undecided']} undecided"
+      )
+      above = stats.ranked_above(outcome.estimates, parse_mask_config)
+      if above and answer is None:
+        fields, self._winner_row = _robust_answer(above[0], outcome.rows, _mask_of, config.target)
+        answer = {
+          "widths": tuple(widths),
+          "mask_config": above[0].candidate,
+          "weight_nnz": self._winner_row["weight_nnz"],
+          "model_nnz": self._winner_row["model_nnz"],
+          **fields,
+        }
+        if not config.all_levels:
+          break
+    return {**(answer or {"mask_config": None}), "levels": table}
+
   def run(self) -> dict:
     """Both phases; writes search.json and the sparsest model's npz to the workdir."""
     config = self.config
@@ -261,6 +418,13 @@ class Search:
           f"to the next reaching widths {widths}"
         )
     result["phase2_attempts"] = attempts
+    if config.robust:
+      used, cap = self.allocated["runs"], self.allocated["cap_runs"]
+      result["allocation"] = {
+        "runs": used,
+        "cap_runs": cap,
+        "saving": 1 - used / cap if cap else 0.0,
+      }
     if self.shard_index == 0:
       (self.workdir / "search.json").write_text(json.dumps(result, indent=2, default=_jsonable))
       if result.get("phase2", {}).get("mask_config"):
@@ -268,6 +432,74 @@ class Search:
           save_model(self.config, result["phase2"], self._winner_row, self.workdir)
         )
     return result
+
+
+class LevelOutcome(NamedTuple):
+  """One level after its seed rounds: every candidate's estimate, the rows of
+  its runs, and the runs max_seeds per setting would have cost."""
+
+  estimates: dict[Hashable, stats.CandidateEstimate]
+  rows: list[dict]
+  cap_runs: int
+
+
+def _setting_of(row: dict) -> tuple[float, str]:
+  return (row["lr"], row["schedule"])
+
+
+def _triple_of(row: dict) -> tuple[int, int, int]:
+  return (row["d1"], row["d2"], row["d3"])
+
+
+def _mask_of(row: dict) -> str:
+  return row["mask_config"]
+
+
+def _success_record(estimate: stats.SettingEstimate) -> dict:
+  """A setting's success probability as search.json fields."""
+  lr, schedule = estimate.setting
+  return {"lr": lr, "schedule": schedule, **stats.interval_record(estimate.interval)}
+
+
+def _level_summary(outcome: LevelOutcome, order_key) -> dict:
+  """A robust level's table fields: runs used (and at the cap), the best accuracy
+  of any run, how many candidates are above q and undecided, and the most
+  convincing candidate with its best setting's success probability."""
+  ok = [r["accuracy"] for r in outcome.rows if r["status"] == "ok" and r["accuracy"] is not None]
+  decisions = [e.decision for e in outcome.estimates.values()]
+  best = stats.most_convincing(outcome.estimates.values(), order_key)
+  label = best.candidate if isinstance(best.candidate, str) else "x".join(map(str, best.candidate))
+  return {
+    "runs": len(outcome.rows),
+    "cap_runs": outcome.cap_runs,
+    "best_accuracy": max((a for a in ok if a == a), default=float("nan")),
+    "reached": decisions.count(stats.ABOVE),
+    "undecided": decisions.count(stats.UNDECIDED),
+    "best_mask_config": label,
+    "best_success": _success_record(best.best),
+  }
+
+
+def _robust_answer(
+  estimate: stats.CandidateEstimate, rows, candidate_of, target: float
+) -> tuple[dict, dict]:
+  """(answer fields, full row) of a candidate above q: its best setting's success
+  probability, and that setting's most accurate run (the model to save; above
+  q means at least one of its runs reaches the target)."""
+  runs = [
+    r
+    for r in rows
+    if candidate_of(r) == estimate.candidate
+    and _setting_of(r) == estimate.best.setting
+    and stats.is_success(r, target)
+  ]
+  row = max(runs, key=lambda r: r["accuracy"])
+  fields = {
+    "accuracy": row["accuracy"],
+    "row": _public_row(row),
+    "success": _success_record(estimate.best),
+  }
+  return fields, row
 
 
 def _public_row(row: dict) -> dict:
@@ -295,7 +527,7 @@ def save_model(config: SearchConfig, answer: dict, row: dict, workdir) -> Path:
   """
   spec = store_ops.row_spec(row)
   padded = mask_ops.occupied_width(spec.masks())
-  initial = _first(engine.initial_params([spec], padded))
+  initial = _first(chunks.initial_params([spec], padded))
   arrays = {}
   for prefix, tree in (
     ("init", mlp.pad_params(initial, config.width)),
@@ -326,13 +558,22 @@ def _first(tree):
 
 
 def format_result(result: dict) -> str:
-  """The printed summary: phase-1 answer, phase-2 per-level table, sparsest model."""
+  """The printed summary: phase-1 answer, phase-2 per-level table, sparsest model.
+
+  Under the robust rule, "reaches" means "reaches with probability >= q": the
+  answers add their best setting's success probability, the level table how
+  many masks are still undecided and the level's most convincing mask's
+  interval, and a last line the seed allocation's saving.
+  """
   lines = []
   phase1 = result["phase1"]
-  target = result["config"]["target"]
+  config = result["config"]
+  target = config["target"]
+  robust = config.get("rule") == "robust"
+  reaches = f"reaches {target:g}" + (f" with probability >= q={config['q']:g}" if robust else "")
   if phase1.get("widths") is None:
-    lines.append(f"phase 1: no width triple reaches {target:g}")
-    return "\n".join(lines)
+    lines.append(f"phase 1: no width triple {reaches}")
+    return "\n".join(lines + _allocation_lines(result))
   lines.append(
     f"phase 1: widths {tuple(phase1['widths'])}"
     + (
@@ -342,24 +583,35 @@ def format_result(result: dict) -> str:
       else " (given)"
     )
   )
-  if result["config"].get("phase1_only"):
+  if robust and "success" in phase1:
+    lines.append(f"  {_success_text(phase1['success'], config)}")
+  if config.get("phase1_only"):
     lines.append("phase 2 not run (phase1_only)")
-    return "\n".join(lines)
+    return "\n".join(lines + _allocation_lines(result))
   for attempt in result.get("phase2_attempts", [])[:-1]:
     lines.append(
-      f"phase 2 inside {tuple(attempt['widths'])}: no mask reaches {target:g}; "
+      f"phase 2 inside {tuple(attempt['widths'])}: no mask {reaches}; "
       "phase-1 fallback to the next reaching widths"
     )
   phase2 = result.get("phase2", {})
   lines.append(f"phase 2 levels (widths {tuple(phase2.get('widths') or phase1['widths'])}):")
   lines.append(
     f"  {'weight_nnz':>10} {'model_nnz':>9} {'masks':>6} {'runs':>6} "
-    f"{'best_acc':>9} {'reached':>7}  best mask"
+    f"{'best_acc':>9} {'reached':>7}"
+    + (f" {'undecided':>9} {'k/n':>6} {'interval':>13}" if robust else "")
+    + "  best mask"
   )
   for level in phase2.get("levels", []):
+    extra = ""
+    if robust:
+      best = level["best_success"]
+      extra = (
+        f" {level['undecided']:>9} {best['successes']:>3}/{best['trials']:<2} "
+        f"[{best['lower']:.3f},{best['upper']:.3f}]"
+      )
     lines.append(
       f"  {level['weight_nnz']:>10} {level['model_nnz']:>9} {level['masks']:>6} "
-      f"{level['runs']:>6} {level['best_accuracy']:>9.4f} {level['reached']:>7}"
+      f"{level['runs']:>6} {level['best_accuracy']:>9.4f} {level['reached']:>7}{extra}"
       f"  {level['best_mask_config']}"
     )
   if phase2.get("mask_config"):
@@ -368,6 +620,30 @@ def format_result(result: dict) -> str:
       f"{phase2['mask_config']}, accuracy {phase2['accuracy']:.4f}, weight nnz "
       f"{phase2['weight_nnz']}, model nnz {phase2['model_nnz']}"
     )
+    if robust:
+      lines.append(f"  {_success_text(phase2['success'], config)}")
   else:
-    lines.append(f"phase 2: no mask reaches {target:g}")
-  return "\n".join(lines)
+    lines.append(f"phase 2: no mask {reaches}")
+  return "\n".join(lines + _allocation_lines(result))
+
+
+def _success_text(success: dict, config: dict) -> str:
+  """One line: k of n runs of the best setting reach the target, with the interval."""
+  return (
+    f"{success['successes']} of {success['trials']} seeds reach {config['target']:g} at lr "
+    f"{success['lr']:g}, {success['schedule']}: p {success['estimate']:.3f}, "
+    f"{100 * config['confidence']:g}% interval [{success['lower']:.3f}, {success['upper']:.3f}]"
+    f" (q={config['q']:g})"
+  )
+
+
+def _allocation_lines(result: dict) -> list[str]:
+  """The robust search's seed-allocation line (none for the reference rule)."""
+  allocation = result.get("allocation")
+  if not allocation:
+    return []
+  return [
+    f"seed allocation: {allocation['runs']} runs, {allocation['cap_runs']} with max_seeds="
+    f"{result['config']['max_seeds']} for every setting (saving "
+    f"{100 * allocation['saving']:.0f}%)"
+  ]

@@ -5,7 +5,16 @@ in levels by dense parameter count P(d) (§D.2). Phase 2 (unstructured): every
 per-layer mask triple inside the phase-1 widths (W1 (d1, 2), W2 (d2, d1),
 W3 (d3, d2); classifier dense over d3), in the reference enumeration order
 (search.enumeration), grouped in levels by hidden nnz n1 + n2 + n3. Each
-candidate is trained with every learning rate x schedule x repeat.
+candidate is trained with every learning rate x schedule (its settings).
+
+Rules (how a candidate is judged): `rule="reference"` (the paper's) trains
+each candidate once per setting and repeat and asks whether its best accuracy
+reaches the target. `rule="robust"` asks whether its best setting reaches the
+target with probability >= q, at the lower bound of an exact interval; seeds
+are allocated in rounds (search/stats.py: initial_seeds per setting, then
+seed_step more to undecided candidates, up to max_seeds), and under a random
+init only one mask per relabelling class is trained (§D.4), so the seeds go to
+distinct experiments.
 
 Seeds: each run's seed is a hash of what it is (phase, widths or mask
 configuration, lr, schedule, repeat, the init's contents), so a restarted or
@@ -30,9 +39,14 @@ from cubist.mlp import Layer
 from cubist.semantics import SEMANTICS_VERSION
 from cubist.specs import ExperimentSpec
 from search import enumeration as enum
-from search import grids, symmetry
+from search import grids, stats, symmetry
 
 PHASE1, PHASE2 = "phase1", "phase2"
+REFERENCE, ROBUST = "reference", "robust"
+RULES = (REFERENCE, ROBUST)
+# Fields that only a robust search uses: they enter only its fingerprint, so a
+# reference search's fingerprint (and the stores made with it) is unchanged.
+ROBUST_FIELDS = ("q", "confidence", "initial_seeds", "seed_step", "max_seeds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +64,13 @@ class SearchConfig:
     triples with n1 + n2 + n3 < cap_sum and the first cap_w2 W2 masks per n2.
   canonical: train one representative per hidden-unit relabelling class (§D.4;
     exact only under a random init).
+  rule: "reference" (best accuracy over the settings reaches the target) or
+    "robust" (the best setting's success probability is >= q at the lower
+    bound of its `confidence` Clopper-Pearson interval; search/stats.py).
+  q, confidence, initial_seeds, seed_step, max_seeds: the robust rule's
+    required probability and its sequential seed allocation (per setting:
+    initial_seeds first, seed_step more per round while undecided, at most
+    max_seeds). `repeats` belongs to the reference rule and stays 1 under it.
   """
 
   target: float
@@ -78,8 +99,40 @@ class SearchConfig:
   # Stop after phase 1 (e.g. the long 99.5% search in stages); rerunning without
   # it resumes the same workdir into phase 2.
   phase1_only: bool = False
+  rule: str = REFERENCE
+  q: float = stats.DEFAULT_Q
+  confidence: float = stats.DEFAULT_CONFIDENCE
+  initial_seeds: int = 3
+  seed_step: int = 3
+  max_seeds: int = 12
+
+  @property
+  def robust(self) -> bool:
+    return self.rule == ROBUST
+
+  @property
+  def trains_representatives(self) -> bool:
+    """Phase 2 trains one mask per relabelling class: asked for (`canonical`), or
+    implied by the robust rule under a random init (relabellings are then the
+    same experiment in distribution, §D.4, so their seeds pool on one mask)."""
+    return self.canonical or (self.robust and self.init == spec_ops.RANDOM_INIT)
+
+  def allocation(self) -> stats.Allocation:
+    """The robust rule's seed allocation (search/stats.py)."""
+    return stats.Allocation(
+      self.initial_seeds, self.seed_step, self.max_seeds, self.q, self.confidence
+    )
 
   def validate(self) -> None:
+    if self.rule not in RULES:
+      raise ValueError(f"rule={self.rule!r} is unknown; known: {list(RULES)}")
+    if self.robust:
+      if self.repeats != 1:
+        raise ValueError(
+          f"repeats={self.repeats}: rule=robust allocates seeds itself "
+          "(initial_seeds, seed_step, max_seeds); leave repeats at 1"
+        )
+      stats.validate_allocation(self.allocation())
     if not self.lrs:
       raise ValueError("lrs must not be empty")
     if not self.schedules:
@@ -105,17 +158,27 @@ class SearchConfig:
 
   def fingerprint(self) -> str:
     """Hash of the fields that define runs (an init by its contents) and of the
-    training semantics; the fallback settings define none."""
+    training semantics; the fallback settings define none, and the robust
+    rule's fields enter only a robust search's hash."""
     fields = dataclasses.asdict(self)
     for name in ("phase1_fallback", "max_fallbacks", "phase1_only"):
       fields.pop(name)
+    if not self.robust:
+      for name in ("rule",) + ROBUST_FIELDS:
+        fields.pop(name)
     fields["init"] = spec_ops.init_id(self.init)
     fields["semantics"] = SEMANTICS_VERSION
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def settings(config: SearchConfig):
+  """Every (lr, schedule, repeat) the reference rule trains each candidate with."""
   return list(itertools.product(config.lrs, config.schedules, range(config.repeats)))
+
+
+def hyperparameters(config: SearchConfig) -> list[tuple[float, str]]:
+  """Every (lr, schedule): the settings the robust rule estimates a probability for."""
+  return list(itertools.product(config.lrs, config.schedules))
 
 
 def _spec(config: SearchConfig, family: str, label: str, lr, schedule, repeat, **fields):
@@ -146,9 +209,16 @@ def phase1_levels(config: SearchConfig) -> list[tuple[int, list[tuple[int, int, 
   return sorted(levels.items())
 
 
+def phase1_spec(config: SearchConfig, triple, lr, schedule, repeat: int) -> ExperimentSpec:
+  """The run of width triple (d1, d2, d3) at one setting and repeat."""
+  return _spec(
+    config, PHASE1, "x".join(map(str, triple)), lr, schedule, repeat, widths=tuple(triple)
+  )
+
+
 def phase1_specs(config: SearchConfig, triples) -> list[ExperimentSpec]:
   return [
-    _spec(config, PHASE1, "x".join(map(str, triple)), lr, schedule, repeat, widths=tuple(triple))
+    phase1_spec(config, triple, lr, schedule, repeat)
     for triple in triples
     for lr, schedule, repeat in settings(config)
   ]
@@ -224,33 +294,44 @@ def network_masks(widths, triple, full_width: int) -> mlp.Params:
   return tuple(layers)
 
 
-def phase2_specs(config: SearchConfig, widths, triples) -> list[ExperimentSpec]:
+def phase2_candidates(config: SearchConfig, widths, triples) -> list:
+  """The mask triples a level trains: all, or with `trains_representatives` the
+  first of each hidden-unit relabelling class (order kept)."""
   triples = list(triples)
-  if config.canonical:
-    keys = [
-      tuple(
-        network_masks(widths, t, config.width)[l].weight[: widths[l], :cols]
-        for l, cols in enumerate((mlp.INPUT_DIM, widths[0], widths[1]))
-      )
-      for t in triples
-    ]
-    triples = [triples[i] for i in symmetry.network_representatives(keys)]
+  if not config.trains_representatives:
+    return triples
+  keys = [
+    tuple(
+      network_masks(widths, t, config.width)[l].weight[: widths[l], :cols]
+      for l, cols in enumerate((mlp.INPUT_DIM, widths[0], widths[1]))
+    )
+    for t in triples
+  ]
+  return [triples[i] for i in symmetry.network_representatives(keys)]
+
+
+def phase2_spec(config: SearchConfig, widths, triple, lr, schedule, repeat: int, masks=None):
+  """The run of mask triple ((n1, i1), (n2, i2), (n3, i3)) inside `widths` at one
+  setting and repeat. masks: `network_masks(widths, triple, config.width)` if
+  the caller has them already."""
+  label = mask_config_label(triple)
+  return _spec(
+    config,
+    PHASE2,
+    f"{widths}:{label}",
+    lr,
+    schedule,
+    repeat,
+    mask=network_masks(widths, triple, config.width) if masks is None else masks,
+    mask_config=label,
+    target_nnz=sum(n for n, _ in triple) + widths[2],
+  )
+
+
+def phase2_specs(config: SearchConfig, widths, triples) -> list[ExperimentSpec]:
   specs = []
-  for triple in triples:
-    label = mask_config_label(triple)
+  for triple in phase2_candidates(config, widths, triples):
     masks = network_masks(widths, triple, config.width)
     for lr, schedule, repeat in settings(config):
-      specs.append(
-        _spec(
-          config,
-          PHASE2,
-          f"{widths}:{label}",
-          lr,
-          schedule,
-          repeat,
-          mask=masks,
-          mask_config=label,
-          target_nnz=sum(n for n, _ in triple) + widths[2],
-        )
-      )
+      specs.append(phase2_spec(config, widths, triple, lr, schedule, repeat, masks))
   return specs

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 import pytest
 
-from cubist import data, engine, mlp
+from cubist import chunks, data, engine, mlp
 from cubist import masks as mask_ops
 from cubist import specs as spec_ops
 from cubist import store as store_ops
@@ -727,12 +727,9 @@ def test_tiny_search_end_to_end(tiny):
   others = [dataclasses.replace(spec, seed=spec.seed + k) for k in (1, 2, 3)]
   captured = {}
 
-  def keep(chunk, inputs, out):
-    for i, s in enumerate(chunk):
-      captured[s.exp_id()] = (
-        jax.tree.map(lambda a, i=i: np.asarray(a[i]), out.params),
-        float(out.accuracy[i]),
-      )
+  def keep(chunk, outcomes):
+    for spec_, outcome in zip(chunk, outcomes):
+      captured[spec_.exp_id()] = (outcome.params, outcome.accuracy)
 
   engine.run(
     [others[0], spec] + others[1:],
@@ -751,9 +748,9 @@ def test_tiny_search_end_to_end(tiny):
 def test_tiny_search_resumes_without_training(tiny, monkeypatch):
   before = store_ops.merge_stores([tiny.workdir / "results.sqlite"])
   committed = []
-  original = engine.result_rows
+  original = chunks.result_rows
   monkeypatch.setattr(
-    engine,
+    chunks,
     "result_rows",
     lambda chunk, *a, **k: committed.append(len(chunk)) or original(chunk, *a, **k),
   )
@@ -968,7 +965,7 @@ def test_binary_rejects_an_unknown_config_option(tmp_path):
   assert proc.returncode != 0
   assert "unknown search config option(s) ['targte']" in proc.stderr
   assert (
-    "known: ['canonical', 'exhaustive', 'fallback', 'fixed', 'phase1_only', 'quick', 'reference_caps', 'target']"
+    "known: ['canonical', 'exhaustive', 'fallback', 'fixed', 'phase1_only', 'q', 'quick', 'reference_caps', 'rule', 'target']"
     in proc.stderr
   )
   assert not (tmp_path / "w").exists()

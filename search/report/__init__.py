@@ -27,7 +27,7 @@ from pathlib import Path
 
 from cubist import store as store_ops
 from cubist.semantics import SEMANTICS_VERSION
-from search.report import analysis, models, page, sections
+from search.report import analysis, models, page, robust, sections
 
 TITLE = "Cubist Spiral: sparsest networks vs pruning"
 
@@ -143,6 +143,7 @@ def build_report(
     sections.decision_section(entries, out),
     sections.diagram_section(entries, out),
     sections.sos_section(rows, targets, out),
+    robust.robust_section(rows, searches, targets, out),
   ]
   if reproduce:
     section_list.append(sections.reproduce_section(checks, out))
