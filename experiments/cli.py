@@ -61,6 +61,13 @@ INPUT_ERRORS = (ValueError, OSError, sqlite3.Error)
 DEBUG = flags.DEFINE_bool(
   "debug", False, "Show the traceback of an error instead of one line (or set CUBIST_DEBUG=1)."
 )
+COMPILE_CACHE = flags.DEFINE_string(
+  "compile_cache",
+  None,
+  "Folder of JAX's persistent compilation cache, so a resumed or repeated run starts training "
+  "at once (default: $CUBIST_COMPILE_CACHE, else $XDG_CACHE_HOME/cubist/jax or "
+  "~/.cache/cubist/jax; 'none' turns it off).",
+)
 
 
 class UserError(Exception):
@@ -356,13 +363,32 @@ def _accelerator_devices() -> bool:
   return any(os.path.exists(node) for node in nodes)
 
 
+def compile_cache_dir() -> Path | None:
+  """Where compiled programs are kept between runs (None: nowhere)."""
+  chosen = COMPILE_CACHE.value if flags.FLAGS.is_parsed() else None
+  chosen = chosen or os.environ.get("CUBIST_COMPILE_CACHE")
+  if chosen:
+    return None if chosen.lower() == "none" else Path(chosen).expanduser()
+  base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+  return Path(base) / "cubist" / "jax"
+
+
 def configure_jax() -> bool:
-  """Quiet platform search, and one host device per core on a CPU backend.
+  """Quiet platform search, the persistent compilation cache, and one host device per
+  core on a CPU backend.
 
   Returns whether the backend will be the CPU. Must run before anything
-  computes with JAX (it only sets configuration; no backend is created).
+  computes with JAX (it only sets configuration; no backend is created). The
+  cache keeps every compiled program (no minimum compile time), keyed by the
+  program, the backend and the device count, so a second invocation of a
+  binary with the same sweep compiles nothing.
   """
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+  cache = compile_cache_dir()
+  if cache is not None and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   platforms = jax.config.jax_platforms or ""
   if platforms:
     cpu = platforms.split(",")[0].strip() == "cpu"

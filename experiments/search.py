@@ -13,14 +13,11 @@ stderr (exit status 2) before anything is created or compiled; --debug shows
 its traceback.
 """
 
-import dataclasses
-import signal
-
 import jax
 from absl import flags
 from ml_collections import config_flags
 
-from cubist import specs as spec_ops
+from cubist import engine
 from cubist import store as store_ops
 from experiments import cli
 from search import combinatorial, phases
@@ -44,27 +41,6 @@ def search_config(config) -> phases.SearchConfig:
   return phases.SearchConfig(**fields)
 
 
-def validate(config: phases.SearchConfig) -> None:
-  """Everything the search would find wrong later, found before anything is created.
-
-  SearchConfig.validate, then every (lr, schedule) setting as a spec (a
-  non-finite lr, a bad schedule or init file) and a phase 1 with no width triple
-  to train (a search of zero runs): one-line ValueErrors naming the field.
-  """
-  config.validate()
-  probe = spec_ops.ExperimentSpec(
-    seed=0, lr=0.1, epochs=config.epochs, width=config.width, init=config.init
-  )
-  for lr in config.lrs:
-    for schedule in config.schedules:
-      spec_ops.validate(dataclasses.replace(probe, lr=lr, schedule=schedule))
-  if config.phase1_widths is None and not phases.phase1_levels(config):
-    raise ValueError(
-      f"phase1_budget={config.phase1_budget} leaves no width triple for phase 1 (the smallest "
-      "network has more dense parameters), so the search has no runs; raise it"
-    )
-
-
 def main(argv):
   cli.no_arguments(argv)
   shard_index, num_shards = _SHARD_INDEX.value, _NUM_SHARDS.value
@@ -73,20 +49,21 @@ def main(argv):
     shard_index, num_shards = jax.process_index(), jax.process_count()
   cli.check_shards(shard_index, num_shards)
   config = search_config(_CONFIG.value)
-  validate(config)
+  config.validate()  # every setting as a spec, a phase 1 with no triple: one line each
   workdir = cli.check_workdir(_WORKDIR.value)
   path = store_ops.store_path(workdir, shard_index, num_shards)
   store_ops.check_layout(path)
   store_ops.check_writable(path, f"search-{config.target:g}", config.fingerprint())
-  # Search.run cannot be asked to stop between chunks (it does not pass engine.run a
-  # `stop`), so Ctrl-C and SIGTERM interrupt it: the chunk in flight is abandoned.
-  signal.signal(signal.SIGINT, signal.default_int_handler)
-  cli.terminate_as_interrupt()
+  stop = cli.StopRequest().install()  # Ctrl-C / SIGTERM: stop after the committed chunk
   created = not workdir.exists()
   try:
-    search = combinatorial.Search(config, workdir, shard_index=shard_index, num_shards=num_shards)
+    search = combinatorial.Search(
+      config, workdir, shard_index=shard_index, num_shards=num_shards, stop=stop
+    )
     result = search.run()
-  except KeyboardInterrupt:
+  except engine.Interrupted:
+    cli.interrupted(f"{_stored_runs(workdir)} runs are in the stores in {workdir} and are kept")
+  except KeyboardInterrupt:  # a second Ctrl-C: the chunk in flight was never committed
     cli.interrupted(
       f"the chunk in flight was abandoned; {_stored_runs(workdir)} runs are in the stores in "
       f"{workdir} and are kept"

@@ -99,15 +99,17 @@ class Search:
     progress_stream=None,
     log=print,
     poll_seconds: float = 5.0,
+    stop=None,
   ):
+    """stop: polled after every committed chunk (engine.run); when it returns True the
+    search ends with engine.Interrupted, and the same call resumes."""
     config.validate()
     if not 0 <= shard_index < num_shards:
       raise ValueError(f"shard_index={shard_index} must be in 0..{num_shards - 1}")
     self.config, self.workdir = config, Path(workdir)
     self.shard_index, self.num_shards = shard_index, num_shards
     self.plan, self.progress_stream, self.log = plan, progress_stream, log
-    self.poll_seconds = poll_seconds
-    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.poll_seconds, self.stop = poll_seconds, stop
     self.name = f"search-{config.target:g}"
     # Robust rule: runs the seed allocation asked for, and what giving every
     # trained candidate-setting max_seeds would have cost.
@@ -124,6 +126,7 @@ class Search:
       shard_index=self.shard_index,
       num_shards=self.num_shards,
       progress_stream=self.progress_stream,
+      stop=self.stop,
     )
     store.close()
 
@@ -426,6 +429,7 @@ class Search:
         "saving": 1 - used / cap if cap else 0.0,
       }
     if self.shard_index == 0:
+      self.workdir.mkdir(parents=True, exist_ok=True)  # the stores made it, unless all was given
       (self.workdir / "search.json").write_text(json.dumps(result, indent=2, default=_jsonable))
       if result.get("phase2", {}).get("mask_config"):
         result["model_path"] = str(

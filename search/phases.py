@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 from collections import defaultdict
 
 import numpy as np
@@ -146,15 +147,18 @@ class SearchConfig:
     if self.phase1_widths is not None:
       mask_ops.validate_widths(self.phase1_widths, self.width)
     for lr in self.lrs:
-      if not lr > 0:
-        raise ValueError(f"lr={lr} must be > 0")
+      if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr={lr} must be > 0 and finite")
     if self.repeats < 1:
       raise ValueError(f"repeats={self.repeats} must be >= 1")
-    probe = ExperimentSpec(
-      seed=0, lr=self.lrs[0], epochs=self.epochs, width=self.width, init=self.init
-    )
-    for schedule in self.schedules:
-      spec_ops.validate(dataclasses.replace(probe, schedule=schedule))
+    probe = ExperimentSpec(seed=0, lr=0.1, epochs=self.epochs, width=self.width, init=self.init)
+    for lr, schedule in itertools.product(self.lrs, self.schedules):
+      spec_ops.validate(dataclasses.replace(probe, lr=lr, schedule=schedule))
+    if self.phase1_widths is None and not phase1_levels(self):
+      raise ValueError(
+        f"phase1_budget={self.phase1_budget} leaves no width triple for phase 1 (the smallest "
+        "network has more dense parameters), so the search has no runs; raise it"
+      )
 
   def fingerprint(self) -> str:
     """Hash of the fields that define runs (an init by its contents) and of the
