@@ -391,7 +391,10 @@ CASES = [
   ),
   Case("train lr negative", "train", _with(TRAIN, "--config.lrs=(-0.1,)", W), ("lr=-0.1",)),
   Case(
-    "search lr inf", "search", _with(SEARCH, "--config.lrs=(1e999,)", W), ("lr=inf must be > 0 and finite",)
+    "search lr inf",
+    "search",
+    _with(SEARCH, "--config.lrs=(1e999,)", W),
+    ("lr=inf must be > 0 and finite",),
   ),
   Case("batch size zero", "train", _with(TRAIN, "--config.batch_size=0", W), ("batch_size=0",)),
   Case("epochs zero", "train", _with(TRAIN, "--config.epochs=0", W), ("epochs=0",)),
@@ -960,7 +963,7 @@ def test_search_interrupt_keeps_committed_runs_and_says_how_to_resume(tmp_path):
   assert "Traceback" not in stderr
   last = stderr.strip().splitlines()[-1]
   assert last.startswith("interrupted: "), last
-  kept = int(last[len("interrupted: "):].split()[0])
+  kept = int(last[len("interrupted: ") :].split()[0])
   assert kept >= 1 and "resume with: " in last and "experiments.search" in last
 
 
