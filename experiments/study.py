@@ -19,16 +19,16 @@ shard. Bad input is one line `error: ...` on stderr and exit status 2
 """
 
 import json
-import signal
 from pathlib import Path
 
 import jax
 from absl import flags
 from ml_collections import config_flags
 
+from cubist import engine
 from cubist import store as store_ops
 from experiments import cli
-from search import study
+from search import study, study_cost, study_runner
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Config file (experiments/configs/study.py).", lock_config=True
@@ -84,7 +84,7 @@ def measured_rates(root: Path = cli.ROOT) -> tuple:
     files = " + ".join(
       name for name, data in ((trainer, bench), (pruning, pruning_bench)) if data is not None
     )
-    out.append(study.rates_from_bench(label, bench, pruning_bench, files))
+    out.append(study_cost.rates_from_bench(label, bench, pruning_bench, files))
   return tuple(out)
 
 
@@ -118,34 +118,34 @@ def main(argv):
   config.validate()
   if _DRY_RUN.value:
     rates = measured_rates()
-    plans = study.plan(config, _WORKDIR.value, rates)
-    print(study.format_plan(config, _WORKDIR.value, plans, rates))
+    plans = study_cost.plan(config, _WORKDIR.value, rates)
+    print(study_cost.format_plan(config, _WORKDIR.value, plans, rates))
     return
   shard_index, num_shards = _shard()
   workdir = cli.check_workdir(_WORKDIR.value)
   for target in study.store_targets(config, workdir, shard_index, num_shards):
     store_ops.check_layout(target.path)
     store_ops.check_writable(target.path, target.sweep_name, target.fingerprint)
-  # The searches cannot be asked to stop between chunks, so Ctrl-C and SIGTERM
-  # interrupt: the chunk in flight is abandoned, every committed one is kept.
-  signal.signal(signal.SIGINT, signal.default_int_handler)
-  cli.terminate_as_interrupt()
+  stop = cli.StopRequest().install()  # Ctrl-C / SIGTERM: stop after the committed chunk
   created = not workdir.exists()
   try:
-    summaries = study.run(
+    summaries = study_runner.run(
       config,
       workdir,
       shard_index=shard_index,
       num_shards=num_shards,
       poll_seconds=_POLL_SECONDS.value,
+      stop=stop,
     )
-  except KeyboardInterrupt:
+  except engine.Interrupted:
+    cli.interrupted(f"every finished run in {workdir} is kept")
+  except KeyboardInterrupt:  # a second Ctrl-C: the chunk in flight was never committed
     cli.interrupted(f"the chunk in flight was abandoned; every finished run in {workdir} is kept")
   except BaseException:
     if created:
       cli.remove_if_empty(workdir)
     raise
-  print(study.format_results(summaries))
+  print(study_runner.format_results(summaries))
 
 
 if __name__ == "__main__":

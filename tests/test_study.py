@@ -31,7 +31,7 @@ from cubist import store as store_ops
 from cubist.specs import ExperimentSpec
 from experiments import bench_pruning, projection
 from experiments.configs import study as study_configs
-from search import grids, phases, study
+from search import grids, phases, study, study_cost, study_runner
 from search.pruning import registry
 from tests.rows import stored_row
 
@@ -73,7 +73,7 @@ def _tree_digest(folder: Path) -> dict[str, str]:
 
 def test_reference_plan_reproduces_the_three_launchers(tmp_path):
   config = config_of("reference")
-  plans = study.plan(config, tmp_path / "absent")
+  plans = study_cost.plan(config, tmp_path / "absent")
   counts = {p.family.name: p.experiments for p in plans}
   # METHODS §0.2: the launchers' sizes and the abstract's total.
   assert by_launcher(plans) == {
@@ -205,24 +205,26 @@ def test_a_store_of_another_sweep_is_reported_and_refused_before_anything_change
 def test_projection_matches_the_benchmarks_projections():
   bench = json.loads((ROOT / "bench.json").read_text())
   pruning = json.loads((ROOT / "bench_pruning.json").read_text())
-  rates = study.rates_from_bench("here", bench, pruning, "bench.json + bench_pruning.json")
+  rates = study_cost.rates_from_bench("here", bench, pruning, "bench.json + bench_pruning.json")
   config = config_of("reference")
   jobs = {
     f.name: study.resolve(config, f, study.reference_answers(config))
     for f in study.all_families(config)
   }
   # The overparameterisation family as experiments.bench_pruning projects it.
-  seconds = study.project_seconds(study.workload(jobs["random_overparam"]), rates, 50)
+  seconds = study_cost.project_seconds(study.workload(jobs["random_overparam"]), rates, 50)
   expected = bench_pruning.project_overparam(pruning["methods"], pruning["plain"])
   assert seconds / 3600 == pytest.approx(expected["hours"], rel=1e-9)
   # Phase 1 + phase 2 at the (3,3,3) widths as experiments.projection projects a search.
   search = study.workload(jobs["random_phase1"]) + study.workload(jobs["random_phase2_95"])
   expected = projection.project(rates.search, (3, 3, 3))
-  assert study.project_seconds(search, rates, 50) == pytest.approx(expected["total_seconds"])
+  assert study_cost.project_seconds(search, rates, 50) == pytest.approx(expected["total_seconds"])
   # Shorter runs cost proportionally less; a missing rate is unknown, not zero.
-  assert study.project_seconds(search, rates, 5) == pytest.approx(expected["total_seconds"] / 10)
-  empty = study.Rates("none", "", {}, {}, {})
-  assert study.project_seconds(search, empty, 50) is None
+  assert study_cost.project_seconds(search, rates, 5) == pytest.approx(
+    expected["total_seconds"] / 10
+  )
+  empty = study_cost.Rates("none", "", {}, {}, {})
+  assert study_cost.project_seconds(search, empty, 50) is None
 
 
 # --- 3. A tiny study end to end ----------------------------------------------------------
@@ -236,8 +238,8 @@ def quiet():
 def tiny(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("study")
   config = config_of(TINY)
-  before = study.plan(config, workdir)
-  summaries = study.run(config, workdir, **quiet())
+  before = study_cost.plan(config, workdir)
+  summaries = study_runner.run(config, workdir, **quiet())
   return SimpleNamespace(config=config, workdir=workdir, before=before, summaries=summaries)
 
 
@@ -268,7 +270,7 @@ def test_adaptive_plan_waits_for_phase1_then_follows_its_answers(tiny):
   fixed = study.resolve(config, family, study.read_answers(config, workdir))
   assert fixed.search.phase1_budget == mask_ops.dense_parameter_count(answer)
   # Every family trained exactly what the plan counts, each in its own sub-workdir.
-  after = {p.family.name: p for p in study.plan(config, workdir)}
+  after = {p.family.name: p for p in study_cost.plan(config, workdir)}
   for name, item in after.items():
     assert item.experiments is not None and item.done.runs == item.experiments, name
     assert summary[name]["experiments"] == item.experiments
@@ -297,7 +299,7 @@ def test_dry_run_reads_only_and_rerun_trains_nothing(tiny):
     for name in (s["family"] for s in tiny.summaries)
     if (paths := sorted((tiny.workdir / name).glob("results*.sqlite")))
   }
-  summaries = study.run(tiny.config, tiny.workdir, **quiet())
+  summaries = study_runner.run(tiny.config, tiny.workdir, **quiet())
   assert summaries == tiny.summaries
   for name, before in stamps.items():
     paths = sorted((tiny.workdir / name).glob("results*.sqlite"))
