@@ -17,7 +17,7 @@ from pathlib import Path
 import jax.numpy as jnp
 
 import cubist
-from search import combinatorial, phases, report
+from search import combinatorial, phases, report, search_result
 from search.pruning import registry, select
 
 
@@ -56,7 +56,7 @@ def main(workdir: Path, epochs: int, width: int, max_width: int, target: float) 
     target=target, max_width=max_width, epochs=epochs, schedules=("constant",)
   )
   result = combinatorial.Search(config, workdir / "search").run()
-  print(combinatorial.format_result(result))
+  print(search_result.format_result(result))
   return report.build_report([workdir / "search", workdir / "custom"], targets=(target,))
 
 

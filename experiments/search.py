@@ -20,7 +20,7 @@ from ml_collections import config_flags
 from cubist import engine
 from cubist import store as store_ops
 from experiments import cli
-from search import combinatorial, phases
+from search import combinatorial, phases, search_result
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Config file (experiments/configs/search.py).", lock_config=True
@@ -72,7 +72,7 @@ def main(argv):
     if created:
       cli.remove_if_empty(workdir)
     raise
-  print(combinatorial.format_result(result))
+  print(search_result.format_result(result))
   if "model_path" in result:
     print(f"sparsest model: {result['model_path']}")
 

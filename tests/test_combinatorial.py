@@ -29,7 +29,7 @@ from cubist import specs as spec_ops
 from cubist import store as store_ops
 from search import combinatorial as comb
 from search import enumeration as enum
-from search import phases, symmetry
+from search import phases, search_result, symmetry
 from tests.rows import stored_row
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,7 +227,7 @@ def test_best_by_candidate_keeps_best_ok_run_and_nan_without_one():
 
 def test_phase1_unreachable_target_gives_no_widths(tmp_path, monkeypatch):
   trained = mock_training(monkeypatch, phase1_outcome({}))
-  monkeypatch.setattr(comb, "save_model", _no_engine)
+  monkeypatch.setattr(search_result, "save_model", _no_engine)
   config = phases.SearchConfig(**{**SMALL1, "target": 0.999})
   result = comb.Search(config, tmp_path, **quiet()).run()
   assert result["phase1"]["widths"] is None
@@ -237,7 +237,7 @@ def test_phase1_unreachable_target_gives_no_widths(tmp_path, monkeypatch):
   assert all(r["reached"] == 0 for r in result["phase1"]["levels"])
   assert sum(map(len, trained)) == 64 * 2
   assert json.loads((tmp_path / "search.json").read_text())["phase1"]["widths"] is None
-  assert comb.format_result(result) == "phase 1: no width triple reaches 0.999"
+  assert search_result.format_result(result) == "phase 1: no width triple reaches 0.999"
 
 
 @pytest.mark.parametrize("exhaustive", [False, True])
@@ -523,7 +523,7 @@ def test_run_given_widths_writes_json_and_format_result_prints_levels(tmp_path, 
   trained, labels = phase2_setup(monkeypatch, config)
   saved = []
   monkeypatch.setattr(
-    comb,
+    search_result,
     "save_model",
     lambda cfg, answer, row, workdir: saved.append(answer) or Path(workdir) / "m.npz",
   )
@@ -534,7 +534,7 @@ def test_run_given_widths_writes_json_and_format_result_prints_levels(tmp_path, 
   stored = json.loads((tmp_path / "search.json").read_text())
   assert stored["phase2"]["mask_config"] == labels.b and stored["config"]["target"] == 0.9
   assert stored["phase2"]["widths"] == [2, 2, 2] and "mask" not in stored["phase2"]["row"]
-  text = comb.format_result(result).splitlines()
+  text = search_result.format_result(result).splitlines()
   assert text[0] == "phase 1: widths (2, 2, 2) (given)"
   assert text[1] == "phase 2 levels (widths (2, 2, 2)):"
   assert text[2].split() == [
@@ -562,14 +562,14 @@ def test_phase2_with_caps_and_no_answer(tmp_path, monkeypatch):
     **{**SMALL2, "target": 0.999}, reference_caps=True, cap_sum=9, cap_w2=1
   )
   trained = mock_training(monkeypatch, lambda spec: ("ok", 0.5))
-  monkeypatch.setattr(comb, "save_model", _no_engine)
+  monkeypatch.setattr(search_result, "save_model", _no_engine)
   result = comb.Search(config, tmp_path, **quiet()).run()
   table = result["phase2"]["levels"]
   assert result["phase2"]["mask_config"] is None
   assert [r["hidden_nnz"] for r in table] == [6, 7, 8]  # levels >= 9 are empty, not trained
   assert [r["masks"] for r in table] == [expected_level_count((2, 2, 2), lv, 1) for lv in (6, 7, 8)]
   assert all(triple_of(s.mask_config)[1][1] == 0 for chunk in trained for s in chunk)
-  assert comb.format_result(result).splitlines()[-1] == "phase 2: no mask reaches 0.999"
+  assert search_result.format_result(result).splitlines()[-1] == "phase 2: no mask reaches 0.999"
 
 
 # --- 5. Seeds and resumability ---------------------------------------------------
@@ -671,7 +671,9 @@ def test_tiny_search_end_to_end(tiny):
   # search.json holds the result (without the model path, added after writing).
   stored = json.loads((workdir / "search.json").read_text())
   expected_json = json.loads(
-    json.dumps({k: v for k, v in result.items() if k != "model_path"}, default=comb._jsonable)
+    json.dumps(
+      {k: v for k, v in result.items() if k != "model_path"}, default=search_result.jsonable
+    )
   )
   assert stored == expected_json
   assert any(line.startswith("phase 2: weight nnz") for line in tiny.logs)
@@ -762,7 +764,7 @@ def test_tiny_search_resumes_without_training(tiny, monkeypatch):
     (r["exp_id"], r["accuracy"], r["created_at"]) for r in before
   ]
   assert result == tiny.result
-  text = comb.format_result(result)
+  text = search_result.format_result(result)
   lines = text.splitlines()
   widths = tuple(result["phase1"]["widths"])
   assert lines[0].startswith(
@@ -820,7 +822,7 @@ def test_sharded_search_matches_unsharded(tiny, tmp_path):
   assert "model_path" in results[0] and "model_path" not in results[1]
   stored = json.loads((tmp_path / "search.json").read_text())
   assert answer(stored["phase2"]) == answer(
-    json.loads(json.dumps(reference["phase2"], default=comb._jsonable))
+    json.loads(json.dumps(reference["phase2"], default=search_result.jsonable))
   )
   with np.load(tmp_path / "sparsest_0.5.npz") as a, np.load(reference["model_path"]) as b:
     assert sorted(a.files) == sorted(b.files)
@@ -1013,7 +1015,7 @@ def test_phase1_fallback_moves_to_the_next_reaching_triple(tmp_path, monkeypatch
     return ("ok", 0.95) if spec.hidden_widths() == (2, 1, 1) else ("ok", 0.6)
 
   trained = mock_training(monkeypatch, outcome)
-  monkeypatch.setattr(comb, "save_model", lambda *a, **k: Path(tmp_path) / "m.npz")
+  monkeypatch.setattr(search_result, "save_model", lambda *a, **k: Path(tmp_path) / "m.npz")
   config = phases.SearchConfig(
     target=0.9, max_width=2, lrs=(0.1,), schedules=("constant",), phase1_fallback=fallback
   )
@@ -1027,7 +1029,7 @@ def test_phase1_fallback_moves_to_the_next_reaching_triple(tmp_path, monkeypatch
   if fallback:
     assert attempts == [first, (2, 1, 1)]
     assert result["phase2"]["mask_config"] is not None
-    assert "phase-1 fallback" in comb.format_result(result)
+    assert "phase-1 fallback" in search_result.format_result(result)
   else:
     assert attempts == [first]
     assert result["phase2"]["mask_config"] is None

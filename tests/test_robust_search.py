@@ -28,7 +28,7 @@ from cubist.specs import ExperimentSpec
 from experiments import search as search_binary
 from experiments.configs import search as search_configs
 from search import combinatorial as comb
-from search import phases, stats
+from search import phases, search_result, stats
 from search.report import robust
 from tests.rows import stored_row
 
@@ -229,7 +229,7 @@ def test_run_falls_back_records_the_allocation_and_resumes_without_training(tmp_
   store = SyntheticStore(monkeypatch, outcome)
   saved = []
   monkeypatch.setattr(
-    comb, "save_model", lambda cfg, answer, row, workdir: saved.append(row) or Path("m.npz")
+    search_result, "save_model", lambda cfg, answer, row, workdir: saved.append(row) or Path("m.npz")
   )
   config = phases.SearchConfig(**ROBUST, phase1_fallback=True)
   result = comb.Search(config, tmp_path, **quiet()).run()
@@ -259,7 +259,7 @@ def test_run_falls_back_records_the_allocation_and_resumes_without_training(tmp_
   assert stored["allocation"] == allocation and stored["config"]["rule"] == "robust"
   assert stored["phase1"]["success"]["lower"] == pytest.approx(LOWER_6_OF_6)
 
-  text = comb.format_result(result).splitlines()
+  text = search_result.format_result(result).splitlines()
   assert text[0] == "phase 1: widths (2, 1, 1) (dense params 13, best accuracy 0.9500)"
   assert text[1] == (
     "  6 of 6 seeds reach 0.9 at lr 0.1, constant: p 1.000, 95% interval [0.541, 1.000] (q=0.5)"
@@ -280,12 +280,12 @@ def test_run_falls_back_records_the_allocation_and_resumes_without_training(tmp_
 
 def test_unreachable_target_under_the_robust_rule(tmp_path, monkeypatch):
   SyntheticStore(monkeypatch, lambda spec: success(False))
-  monkeypatch.setattr(comb, "save_model", _no_engine)
+  monkeypatch.setattr(search_result, "save_model", _no_engine)
   result = comb.Search(phases.SearchConfig(**ROBUST), tmp_path, **quiet()).run()
   assert result["phase1"]["widths"] is None
   # Every setting below after 6 seeds: half the cap.
   assert result["allocation"] == {"runs": 8 * 2 * 6, "cap_runs": 8 * 2 * 12, "saving": 0.5}
-  assert comb.format_result(result).splitlines() == [
+  assert search_result.format_result(result).splitlines() == [
     "phase 1: no width triple reaches 0.9 with probability >= q=0.5",
     "seed allocation: 96 runs, 192 with max_seeds=12 for every setting (saving 50%)",
   ]

@@ -10,7 +10,7 @@ import html
 from pathlib import Path
 
 from cubist import data
-from search import combinatorial
+from search import search_result
 from search.report import analysis, diagrams, models, plots
 from search.report.page import (
   absent,
@@ -100,7 +100,7 @@ def gap_section(rows, searches, targets, out: Path):
 
 def _format_search(result: dict) -> str:
   try:
-    return combinatorial.format_result(result)
+    return search_result.format_result(result)
   except (KeyError, TypeError, ValueError) as error:
     return f"(cannot summarise search.json: {error})"
 
