@@ -229,7 +229,9 @@ def test_run_falls_back_records_the_allocation_and_resumes_without_training(tmp_
   store = SyntheticStore(monkeypatch, outcome)
   saved = []
   monkeypatch.setattr(
-    search_result, "save_model", lambda cfg, answer, row, workdir: saved.append(row) or Path("m.npz")
+    search_result,
+    "save_model",
+    lambda cfg, answer, row, workdir: saved.append(row) or Path("m.npz"),
   )
   config = phases.SearchConfig(**ROBUST, phase1_fallback=True)
   result = comb.Search(config, tmp_path, **quiet()).run()
