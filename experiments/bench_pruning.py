@@ -10,10 +10,13 @@ of the 50-epoch schedule (same events and counts) and fitted as
 final evaluation. Medians over `--repeats` warm calls. (A fit through 1 and 2
 epochs proved unreliable: a 1-epoch scan compiles to a different program.)
 
-At the narrow widths 3, 4, 6, 8 every method of paper (1) is timed in the
-layout the engine picks (the per-unit layout up to width 4) beside the
-batched-matmul layout the separate pruning trainer always used before issue 9,
-in the same run: the speed-up of one trainer for every method.
+The methods that fix their mask at initialisation (SNIP, GraSP, SynFlow,
+Iter-SNIP, FORCE, ProsPr) are timed through the engine, as it trains them:
+the mask step at the full width, then only the live units (cubist.compaction),
+at every width of the family (3, 4, 6, 8, 16, 32, 64, 128, 256), 2 and 4
+epochs fitted the same way (`time_engine`). At the narrow widths 3, 4, 6, 8
+every method of paper (1) is also timed the way the separate pruning trainer
+ran it before issue 9 (dense, batched matmuls), in the same run: the speed-up.
 
 Projection of the whole §G.2 family (9 methods x widths 3..8, 16, ..., 256 x
 targets f < N(w) x 9 settings): plain (fixed-mask) training is timed at every
@@ -23,13 +26,11 @@ method's measured overhead at the nearest width it was timed at.
 
 from __future__ import annotations
 
-from cubist import devices
-
-devices.use_host_cores()  # before JAX starts: measured as the engine runs, on every core
-
+import io
 import json
 import platform
 import statistics
+import tempfile
 import time
 
 import jax
@@ -39,6 +40,7 @@ from absl import app, flags
 from cubist import chunks, data, engine, mlp, train
 from cubist.method import PLAIN_METHOD
 from cubist.specs import ExperimentSpec
+from experiments import cli
 from search import grids
 from search.pruning import registry
 
@@ -50,6 +52,12 @@ flags.DEFINE_list(
   ["3", "4", "6", "8"],
   "Widths at which the paper's methods are timed in the layout the engine picks "
   "and in the batched-matmul layout the old pruning trainer always used.",
+)
+flags.DEFINE_list(
+  "compact_widths",
+  ["16", "32", "64", "128", "256"],
+  "Widths beyond the narrow ones at which the at-init methods are timed through the engine "
+  "(compacted: their cost no longer follows the dense width, so each width is measured).",
 )
 flags.DEFINE_list(
   "plain_widths",
@@ -153,6 +161,56 @@ def time_program(
   )
 
 
+def time_engine(method_name: str, width: int, target: int, epochs: int) -> dict:
+  """Warm seconds per run of `method_name` at `width` through the engine, as it trains them.
+
+  For a method that fixes its mask at initialisation this is the mask step at
+  the full width plus the training of each run's live units (cubist.compaction).
+  A chunk of `chunk_size(width)` specs (seeds 0..) runs once to compile, then
+  again into a fresh workdir; runs of 2 and 4 epochs give fixed + per-epoch
+  seconds, as `time_program`.
+  """
+  chunk = chunk_size(max(width, 16))
+  specs = {
+    e: _specs(method_name, width, chunk, min(target, mlp.num_weights(width) - 1), e)
+    for e in FIT_EPOCHS
+  }
+  seconds, compile_s = {}, {}
+  with tempfile.TemporaryDirectory(prefix="cubist-bench-") as root:
+    for e, batch in specs.items():
+      for attempt in ("cold", "warm"):
+        began = time.perf_counter()
+        engine.run(
+          batch, f"{root}/{e}-{attempt}", methods=registry.get, progress_stream=io.StringIO()
+        ).close()
+        elapsed = time.perf_counter() - began
+        if attempt == "cold":
+          compile_s[e] = elapsed
+        else:
+          seconds[e] = elapsed
+          compile_s[e] = max(compile_s[e] - elapsed, 0.0)
+  low, high = FIT_EPOCHS
+  per_epoch = max(seconds[high] - seconds[low], 0.0) / (high - low)
+  fixed = max(seconds[low] - low * per_epoch, 0.0)
+  full = fixed + per_epoch * epochs
+  return dict(
+    method=method_name,
+    width=width,
+    layout="engine",
+    chunk=chunk,
+    rounds=1,
+    devices=len(jax.local_devices()),
+    calls=seconds,
+    fixed_s=fixed,
+    per_epoch_s=per_epoch,
+    full_call_s=full,
+    seconds_per_run=full / chunk,
+    runs_per_second=chunk / full,
+    compile_s=compile_s[low],
+    basis="engine",
+  )
+
+
 def overparam_runs() -> dict[tuple[str, int], int]:
   """Runs of the §G.2 family per (method, width)."""
   settings = len(grids.PRUNING_LRS) * len(grids.SCHEDULES)
@@ -192,6 +250,7 @@ def project_overparam(method_records: list[dict], plain_records: list[dict]) -> 
 
 def main(argv):
   del argv
+  cli.configure_jax()  # as the binaries run: every core, the compilation cache
   names = FLAGS.methods or list(registry.names())
   result = dict(
     machine=dict(
@@ -226,6 +285,8 @@ def main(argv):
     )
   for width in (int(w) for w in FLAGS.widths):
     for name in names:
+      if name in registry.PAPER_METHODS and registry.get(name).fixes_mask_at_init:
+        continue  # timed through the engine below, as it trains them
       record = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats)
       result["methods"].append(record)
       print(
@@ -234,14 +295,25 @@ def main(argv):
         flush=True,
       )
   result["narrow"] = []
-  for width in (int(w) for w in FLAGS.narrow_widths):
-    for name in registry.PAPER_METHODS:
-      record = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats)
+  compact_widths = sorted({int(w) for w in FLAGS.narrow_widths + FLAGS.compact_widths})
+  for name in [m for m in registry.PAPER_METHODS if m in names]:
+    at_init = registry.get(name).fixes_mask_at_init  # the engine trains its live units
+    widths = compact_widths if at_init else [int(w) for w in FLAGS.narrow_widths]
+    for width in widths:
+      if at_init:
+        record = time_engine(name, width, FLAGS.target, FLAGS.epochs)
+      else:
+        record = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats)
       result["methods"].append(record)
-      before = record
-      if record["layout"] != "dot":  # the old pruning trainer: always batched matmuls
-        before = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats, "dot")
-        result["methods"].append({**before, "engine_layout": False})
+      if width not in {int(w) for w in FLAGS.narrow_widths}:
+        print(
+          f"{name:<10} w={width:>3}: {record['runs_per_second']:8.2f} runs/s ({record['layout']})",
+          flush=True,
+        )
+        continue
+      # The old pruning trainer: every method dense, in batched matmuls.
+      before = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats, "dot")
+      result["methods"].append({**before, "engine_layout": False})
       entry = dict(
         method=name,
         width=width,
