@@ -60,6 +60,19 @@ class ChunkPlan:
   memory_budget_bytes: int = 2 << 30
   compact: bool = True
 
+  @classmethod
+  def for_backend(cls, backend: str) -> "ChunkPlan":
+    """The plan for a JAX backend: measured on a 2-core CPU; on an accelerator, large
+    chunks in the batched-matmul layout everywhere (the per-unit layout's elementwise
+    loops are a CPU vectorisation trick) and a larger memory budget."""
+    if backend == "cpu":
+      return cls()
+    return cls(
+      unit_max_width=0,
+      chunk_sizes=((16, 8192), (64, 2048), (10_000, 512)),
+      memory_budget_bytes=32 << 30,
+    )
+
   def formulation(self, width: int) -> str:
     return "unit" if width <= self.unit_max_width else "dot"
 
@@ -240,7 +253,7 @@ def run(
   workdir,
   sweep_name: str = "sweep",
   fingerprint: str | None = None,
-  plan: ChunkPlan = ChunkPlan(),
+  plan: ChunkPlan | None = None,
   shard_index: int = 0,
   num_shards: int = 1,
   devices=None,
@@ -254,6 +267,7 @@ def run(
 
   methods: name -> cubist.method.Method for the specs' methods (default: only
     "plain"); e.g. search.pruning.registry.get.
+  plan: layouts and chunk sizes (default: ChunkPlan.for_backend of JAX's backend).
   fingerprint: identifies the sweep (default: a hash of all its exp_ids); a
     workdir holding another fingerprint is refused with a one-line error.
   on_chunk(chunk_specs, outcomes): optional hook after each chunk's commit
@@ -264,6 +278,7 @@ def run(
     lost and the same call resumes.
   """
   specs = list(specs)
+  plan = plan or ChunkPlan.for_backend(jax.default_backend())
   spec_ops.validate_all(specs, methods)
   fingerprint = fingerprint or spec_ops.sweep_fingerprint(specs)
   specs = select_shard(specs, shard_index, num_shards)

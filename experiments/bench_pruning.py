@@ -101,13 +101,15 @@ def time_program(
   epochs: int,
   repeats: int,
   layout: str | None = None,
+  chunk: int | None = None,
 ) -> dict:
   """Fitted warm seconds of one full run of `method_name` (None: plain training) at `width`.
 
   layout: "dot" or "unit"; default the one the engine picks for this method and width.
+  chunk: experiments per call (default `chunk_size(width)`, tuned for a 2-core CPU).
   """
   x, y = (jax.numpy.asarray(a) for a in data.cubist_spiral())
-  chunk = chunk_size(width)
+  chunk = chunk or chunk_size(width)
   name = method_name or "snip"  # plain training still needs a spec to build inputs
   specs = _specs(name, width, chunk, min(target, mlp.num_weights(width) - 1), epochs)
   method = registry.get(method_name) if method_name else PLAIN_METHOD
@@ -161,7 +163,9 @@ def time_program(
   )
 
 
-def time_engine(method_name: str, width: int, target: int, epochs: int) -> dict:
+def time_engine(
+  method_name: str, width: int, target: int, epochs: int, chunk: int | None = None
+) -> dict:
   """Warm seconds per run of `method_name` at `width` through the engine, as it trains them.
 
   For a method that fixes its mask at initialisation this is the mask step at
@@ -170,7 +174,7 @@ def time_engine(method_name: str, width: int, target: int, epochs: int) -> dict:
   again into a fresh workdir; runs of 2 and 4 epochs give fixed + per-epoch
   seconds, as `time_program`.
   """
-  chunk = chunk_size(max(width, 16))
+  chunk = chunk or chunk_size(max(width, 16))
   specs = {
     e: _specs(method_name, width, chunk, min(target, mlp.num_weights(width) - 1), e)
     for e in FIT_EPOCHS

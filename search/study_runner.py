@@ -38,7 +38,7 @@ def run(
   workdir,
   shard_index: int = 0,
   num_shards: int = 1,
-  plan: engine.ChunkPlan = engine.ChunkPlan(),
+  plan: engine.ChunkPlan | None = None,
   progress_stream=None,
   log=print,
   poll_seconds: float = 5.0,
