@@ -27,13 +27,16 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 # The trainer (bench.json, about 9 minutes on a 2-core CPU; `python -m experiments.bench --helpfull`
-# lists the sweeps), then the pruning methods (bench_pruning.json: runs/s per method at
-# w = 16 and 256, f = 40, and the projected time of the overparameterisation family).
+# lists the sweeps), then the pruning methods (bench_pruning.json: runs/s per method, the
+# narrow widths before/after one trainer, the at-init methods compacted at every width of the
+# family, the projected time of the overparameterisation family), then a binary end to end,
+# first and second invocation (bench_binary.json: compilation paid once).
 BENCH_FLAGS ?= --dense_chunks=128,256 --sparse_chunks=128,256,512 --sharded=true --per_width_widths=4,6,8
 
 bench: $(VENV)/.installed
 	$(PY) -m experiments.bench --out=bench.json $(BENCH_FLAGS)
 	$(PY) -m experiments.bench_pruning --out=bench_pruning.json $(PRUNE_BENCH_FLAGS)
+	$(PY) -m experiments.bench_binary --out=bench_binary.json
 
 clean:
-	rm -rf $(VENV) bench.json bench_pruning.json
+	rm -rf $(VENV) bench.json bench_pruning.json bench_binary.json
