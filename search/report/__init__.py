@@ -138,7 +138,7 @@ def build_report(
   section_list = [
     sections.gap_section(rows, searches, targets, out),
     sections.frontier_section(rows, searches, targets, out),
-    sections.overparam_section(rows, targets, out),
+    sections.overparam_section(rows, searches, targets, out),
     sections.connectivity_section(rows, out),
     sections.decision_section(entries, out),
     sections.diagram_section(entries, out),

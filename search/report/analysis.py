@@ -320,6 +320,50 @@ def overparam_table(rows, f_values) -> list[dict]:
   return table
 
 
+def fewest_by_width(rows, targets, search_minima: dict) -> list[dict]:
+  """Per target, pruning method and starting width: the fewest weights (and parameters) of
+  a run reaching the target, and its ratio to the search's minimum (§G.2, §G.3).
+
+  search_minima: target -> `search_minimum` dict or None. Widths where no run of a
+  method reaches the target get best_weight_nnz nan (they still count their runs).
+  """
+  table = []
+  for target in targets:
+    search = search_minima.get(target)
+    for method, members in rows_by_method(rows, pruning_only=True, ok_only=False).items():
+      by_width = defaultdict(list)
+      for row in members:
+        by_width[int(row["width"])].append(row)
+      for width in sorted(by_width):
+        ok = [r for r in by_width[width] if is_ok(r)]
+        reaching = [r for r in ok if r["accuracy"] >= target]
+        best = (
+          min(
+            reaching,
+            key=lambda r: (r["weight_nnz"], r["model_nnz"] or 0, -r["accuracy"], r["exp_id"]),
+          )
+          if reaching
+          else None
+        )
+        nnz = best["weight_nnz"] if best else math.nan
+        table.append(
+          {
+            "target": target,
+            "method": method,
+            "width": width,
+            "runs": len(by_width[width]),
+            "reaching": len(reaching),
+            "best_weight_nnz": nnz,
+            "best_model_nnz": best["model_nnz"] if best else math.nan,
+            "best_accuracy": best["accuracy"] if best else math.nan,
+            "search_weight_nnz": search["weight_nnz"] if search else math.nan,
+            "ratio": nnz / search["weight_nnz"] if search and best else math.nan,
+            "exp_id": best["exp_id"] if best else "",
+          }
+        )
+  return table
+
+
 def disconnected_fraction(row: dict) -> float:
   """1 - effective / weight nnz: the share of a run's weights on no input-output path."""
   nnz, effective = row.get("weight_nnz"), row.get("effective_weight_nnz")

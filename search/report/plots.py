@@ -152,7 +152,7 @@ def accuracy_vs_nnz(
     ax.set_ylim(0.45, 1.005)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6, loc="lower right", ncol=2)
+    legend_below(ax)
   return _save(figure, path)
 
 
@@ -176,7 +176,52 @@ def overparam(table, targets, path) -> Path:
     ax.set_title(f"weight nnz <= {f}", fontsize=10)
     ax.grid(alpha=0.3)
   axes[0].set_ylabel("best training accuracy")
-  axes[-1].legend(fontsize=6, loc="lower right", ncol=2)
+  _legend_outside(figure, axes[-1])
+  return _save(figure, path)
+
+
+def legend_below(ax) -> None:
+  """The panel's legend under its x label (never over the data)."""
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
+
+
+def _legend_outside(figure: Figure, ax) -> None:
+  """One legend for the figure, to the right of the panels (never over the data)."""
+  handles, labels = ax.get_legend_handles_labels()
+  if handles:
+    figure.legend(
+      handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False
+    )
+
+
+def fewest_by_width(table, path) -> Path:
+  """Fewest weights reaching each target against the starting width, one panel per target,
+  one line per method, the search's minimum as a dashed line."""
+  targets = sorted({row["target"] for row in table})
+  methods = analysis.method_order({row["method"] for row in table})
+  colors = method_colors(methods)
+  figure = Figure(figsize=(4.2 * len(targets), 3.6))
+  axes = figure.subplots(1, len(targets), squeeze=False)[0]
+  for ax, target in zip(axes, targets):
+    members = [r for r in table if r["target"] == target]
+    for method in methods:
+      points = sorted(
+        (r["width"], r["best_weight_nnz"])
+        for r in members
+        if r["method"] == method and not math.isnan(r["best_weight_nnz"])
+      )
+      if points:
+        ax.plot(*zip(*points), marker="o", markersize=3, color=colors[method], label=method)
+    search = [r["search_weight_nnz"] for r in members if not math.isnan(r["search_weight_nnz"])]
+    if search:
+      ax.axhline(search[0], color=SEARCH_COLOR, linestyle="--", linewidth=1, label="search minimum")
+    _log_x(ax, base=2)
+    ax.set_xlabel("starting width w")
+    ax.set_ylabel("fewest weights reaching the target")
+    ax.set_title(f"target {100 * target:g}%", fontsize=10)
+    ax.grid(alpha=0.3)
+  _legend_outside(figure, axes[-1])
   return _save(figure, path)
 
 
@@ -219,7 +264,7 @@ def connectivity(table, path) -> Path:
   left.set_ylim(-0.03, 1.03)
   most_dead = max((r["dead_units"] for r in table if not math.isnan(r["dead_units"])), default=0)
   right.set_ylim(-0.5, max(most_dead, 1) * 1.08 + 0.5)
-  right.legend(fontsize=6, loc="upper right", ncol=2)
+  legend_below(right)
   return _save(figure, path)
 
 
@@ -324,5 +369,5 @@ def sos(runs, frontiers, retrain_table, source_frontiers, targets, path) -> Path
   ax.set_ylabel("training accuracy")
   ax.set_ylim(0.45, 1.005)
   ax.grid(alpha=0.3, which="both")
-  ax.legend(fontsize=6, loc="lower right", ncol=2)
+  legend_below(ax)
   return _save(figure, path)

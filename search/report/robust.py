@@ -284,7 +284,7 @@ def success_plot(points, frontier, q: float, target: float, path) -> Path:
     ax.set_xlabel("nonzero weights (budget)", fontsize=8)
     ax.set_ylabel(f"P(accuracy >= {100 * target:g}%)", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=6, loc="lower right")
+    plots.legend_below(ax)
   for ax in axes[len(widths) :]:
     ax.set_visible(False)
   figure.suptitle(
