@@ -168,7 +168,11 @@ class Programs(NamedTuple):
 def train_chunk(
   specs, x, y, way: str, static: train.TrainStatic, method, method_static, programs: Programs
 ) -> list[Outcome]:
-  """Train a (padded) chunk one of the three ways; one Outcome per spec."""
+  """Train a (padded) chunk one of the three ways; one Outcome per spec.
+
+  (The engine stages a "mask_then_compact" bucket itself, so that runs of equal
+  compact width from several chunks train together: `stage` then `train_staged`.)
+  """
   if way == DENSE:
     inputs = chunk_inputs(specs, static.width, method, method_static)
     result = jax.device_get(programs.train(static, method, method_static)(x, y, inputs))
@@ -184,12 +188,40 @@ def train_chunk(
       )
       for i, spec in enumerate(specs)
     ]
+  staged = stage(specs, x, y, way, static, method, method_static, programs)
+  outcomes = [None] * len(specs)
+  groups = defaultdict(list)
+  for index, run in enumerate(staged):
+    groups[run.plan.width].append(index)
+  for members in groups.values():
+    for index, outcome in zip(
+      members, train_staged([staged[i] for i in members], x, y, static, programs)
+    ):
+      outcomes[index] = outcome
+  return outcomes
+
+
+class Staged(NamedTuple):
+  """A run ready to train its live units: what `train_staged` needs, at the compact width.
+
+  start, masks: its compact network (the plan's width); dropped: the values its
+  dropped entries start from (compaction.dropped_values); failed: Method.failed.
+  """
+
+  spec: ExperimentSpec
+  plan: compaction.Compaction
+  start: mlp.Params
+  masks: mlp.Params
+  dropped: np.ndarray
+  failed: bool
+
+
+def stage(specs, x, y, way: str, static, method, method_static, programs) -> list[Staged]:
+  """The compact form of each run: from its spec ("compact"), or after its method's mask
+  step at the full width ("mask_then_compact")."""
   if way == COMPACT:
-    starts = [
-      tuple(mlp.Layer(p.weight * m.weight, p.bias * m.bias) for p, m in zip(params, spec.masks()))
-      for params, spec in zip(initial_params_each(specs), specs)
-    ]
     masks = [spec.masks() for spec in specs]
+    starts = [mlp.apply_masks(params, m) for params, m in zip(initial_params_each(specs), masks)]
     failed = [False] * len(specs)
   else:  # MASK_THEN_COMPACT
     inputs = chunk_inputs(specs, static.width, method, method_static)
@@ -199,60 +231,67 @@ def train_chunk(
     starts = [mlp.pad_params(_unstack(params, i), s.width) for i, s in enumerate(specs)]
     masks = [mlp.pad_params(_unstack(masks_out, i), s.width) for i, s in enumerate(specs)]
     failed = [bool(f) for f in np.asarray(failed_out)]
-  return _train_compact(specs, starts, masks, failed, x, y, static, programs)
+  staged = []
+  for spec, start, mask, fail in zip(specs, starts, masks, failed):
+    plan = compaction.plan(mask)
+    staged.append(
+      Staged(
+        spec,
+        plan,
+        compaction.gather(start, plan),
+        compaction.gather(mask, plan),
+        compaction.dropped_values(start, plan),
+        fail,
+      )
+    )
+  return staged
 
 
-def _train_compact(specs, starts, masks, failed, x, y, static, programs) -> list[Outcome]:
-  """Fixed-mask training of each run's live units, in groups of equal compact width; the
+def train_staged(staged: list[Staged], x, y, static, programs) -> list[Outcome]:
+  """Fixed-mask training of runs of one compact width (padded to a group size); their
   dropped entries follow the weight-decay recurrence; all scattered back to full width."""
-  plans = [compaction.plan(m) for m in masks]
-  outcomes = [None] * len(specs)
-  groups = defaultdict(list)
-  for index, plan in enumerate(plans):
-    groups[plan.width].append(index)
-  for width, members in sorted(groups.items()):
-    size = programs.group_size(len(members))
-    padded = members + [members[-1]] * (size - len(members))
-    inputs = _run_inputs(
-      [specs[i] for i in padded],
-      _stack([compaction.gather(starts[i], plans[i]) for i in padded]),
-      _stack([compaction.gather(masks[i], plans[i]) for i in padded]),
+  width = staged[0].plan.width
+  size = programs.group_size(len(staged))
+  padded = staged + [staged[-1]] * (size - len(staged))
+  specs = [run.spec for run in padded]
+  inputs = _run_inputs(specs, _stack([r.start for r in padded]), _stack([r.masks for r in padded]))
+  layout = programs.layout(width)
+  group_static = train.TrainStatic(
+    width=width,
+    epochs=static.epochs,
+    batch_size=static.batch_size,
+    shared_order=static.shared_order,
+    order=static.order,
+    formulation=layout,
+  )
+  result = jax.device_get(programs.train(group_static, None, None)(x, y, inputs))
+  longest = max(len(run.dropped) for run in staged)
+  decayed = None
+  if longest:
+    values = np.zeros((size, 1 << (longest - 1).bit_length()), np.float32)
+    for i, run in enumerate(staged):
+      values[i, : len(run.dropped)] = run.dropped
+    decayed = np.asarray(programs.decay(static)(values, *_rates(specs)))
+  outcomes = []
+  for row, run in enumerate(staged):
+    plan = run.plan
+    params = compaction.scatter(_unstack(result.params, row), compaction.zeros(plan), plan)
+    params = (
+      compaction.with_dropped(params, decayed[row, : len(run.dropped)], plan)
+      if len(run.dropped)
+      else params
     )
-    layout = programs.layout(width)
-    group_static = train.TrainStatic(
-      width=width,
-      epochs=static.epochs,
-      batch_size=static.batch_size,
-      shared_order=static.shared_order,
-      order=static.order,
-      formulation=layout,
-    )
-    result = jax.device_get(programs.train(group_static, None, None)(x, y, inputs))
-    for row, index in enumerate(members):
-      params = compaction.scatter(_unstack(result.params, row), starts[index], plans[index])
-      outcomes[index] = Outcome(
+    outcomes.append(
+      Outcome(
         params,
-        masks[index],
+        compaction.full_masks(run.masks, plan),
         float(result.accuracy[row]),
         float(result.loss[row]),
-        failed[index],
+        run.failed,
         width,
         layout,
       )
-  dropped = [compaction.dropped_values(starts[i], plans[i]) for i in range(len(specs))]
-  longest = max(len(d) for d in dropped)
-  if longest:
-    size = programs.group_size(len(specs))
-    length = 1 << (longest - 1).bit_length()
-    values = np.zeros((size, length), np.float32)
-    for i, d in enumerate(dropped):
-      values[i, : len(d)] = d
-    rows = list(range(len(specs))) + [len(specs) - 1] * (size - len(specs))
-    decayed = np.asarray(programs.decay(static)(values, *_rates([specs[i] for i in rows])))
-    for i, d in enumerate(dropped):
-      if len(d):
-        params = compaction.with_dropped(outcomes[i].params, decayed[i, : len(d)], plans[i])
-        outcomes[i] = outcomes[i]._replace(params=params)
+    )
   return outcomes
 
 

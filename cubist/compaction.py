@@ -121,6 +121,28 @@ def scatter(compact: Params, into: Params, compaction: Compaction) -> Params:
   return tuple(out)
 
 
+def zeros(compaction: Compaction) -> Params:
+  """A full-width network of zeros (float32)."""
+  return tuple(
+    Layer(np.zeros(w, np.float32), np.zeros(b, np.float32))
+    for w, b in layer_shapes(compaction.full_width)
+  )
+
+
+def full_masks(compact: Params, compaction: Compaction) -> Params:
+  """The full-width bool masks of a network from its compact masks and its dropped entries."""
+  live = scatter(
+    compact,
+    tuple(
+      Layer(np.zeros(w, bool), np.zeros(b, bool)) for w, b in layer_shapes(compaction.full_width)
+    ),
+    compaction,
+  )
+  return tuple(
+    Layer(l.weight | d.weight, l.bias | d.bias) for l, d in zip(live, compaction.dropped)
+  )
+
+
 def dropped_values(params: Params, compaction: Compaction) -> np.ndarray:
   """The dropped entries of a full-width network, flattened in layer order (weight, bias)."""
   return np.concatenate(

@@ -305,31 +305,57 @@ def _train_into(
     buckets[bucket_key(spec, methods, plan)].append(spec)
   programs = _programs(plan, mesh, len(devices), trace_guard)
   progress = Progress(len(todo), progress_stream)
+
+  def chunked(items, width: int):
+    """`items` in chunks of the plan's size at `width`; a smaller (last) chunk is padded with
+    its last item to the next power of two only (few distinct shapes, hence compilations,
+    and little padded work)."""
+    full = plan.chunk_size(width, len(devices))
+    for start in range(0, len(items), full):
+      chunk = items[start : start + full]
+      size = min(full, max(len(devices), 1 << (len(chunk) - 1).bit_length()))
+      size = -(-size // len(devices)) * len(devices)
+      yield chunk, chunk + [chunk[-1]] * (size - len(chunk))
+
+  def commit(chunk_specs, outcomes, seconds, note):
+    results.commit_rows(chunks.result_rows(chunk_specs, outcomes, seconds / len(chunk_specs)))
+    if on_chunk is not None:
+      on_chunk(chunk_specs, outcomes[: len(chunk_specs)])
+    layouts = "/".join(sorted({o.layout for o in outcomes}))
+    progress.update(len(chunk_specs), seconds, f"({note}, {layouts})")
+    if stop is not None and stop():
+      progress.close()
+      raise Interrupted(progress.done, progress.total - progress.done)
+
   for key in sorted(buckets, key=BucketKey.sort_key):
     bucket = buckets[key]
     static = train_static(key, plan)
-    # Small buckets get the next power of two (at least the device count), so
-    # the number of distinct chunk shapes, hence compilations, stays small.
-    size = min(
-      plan.chunk_size(key.width, len(devices)),
-      max(len(devices), 1 << (len(bucket) - 1).bit_length()),
-    )
-    size = -(-size // len(devices)) * len(devices)
-    for start in range(0, len(bucket), size):
-      chunk = bucket[start : start + size]
-      padded = chunk + [chunk[-1]] * (size - len(chunk))
-      began = time.perf_counter()
-      outcomes = chunks.train_chunk(
+    label = f"{key.method.name}, " if key.method else ""
+    if key.way != chunks.MASK_THEN_COMPACT:
+      for chunk, padded in chunked(bucket, key.width):
+        began = time.perf_counter()
+        outcomes = chunks.train_chunk(
+          padded, x, y, key.way, static, key.method, key.method_static, programs
+        )
+        commit(chunk, outcomes, time.perf_counter() - began, f"{label}width {key.width}")
+      continue
+    # The mask step of every run first (nothing to commit yet: cheap to lose), then the
+    # runs of each compact width together, whichever chunk their mask step was in.
+    began, staged = time.perf_counter(), []
+    for chunk, padded in chunked(bucket, key.width):
+      staged += chunks.stage(
         padded, x, y, key.way, static, key.method, key.method_static, programs
-      )
-      seconds = time.perf_counter() - began
-      results.commit_rows(chunks.result_rows(chunk, outcomes, seconds / len(chunk)))
-      if on_chunk is not None:
-        on_chunk(chunk, outcomes[: len(chunk)])
-      label = f"{key.method.name}, " if key.method else ""
-      layouts = "/".join(sorted({o.layout for o in outcomes}))
-      progress.update(len(chunk), seconds, f"({label}width {key.width}, {layouts})")
-      if stop is not None and stop():
-        progress.close()
-        raise Interrupted(progress.done, progress.total - progress.done)
+      )[: len(chunk)]
+    mask_seconds = (time.perf_counter() - began) / len(staged)
+    groups = defaultdict(list)
+    for run in staged:
+      groups[run.plan.width].append(run)
+    for width in sorted(groups):
+      for group, padded in chunked(groups[width], width):
+        began = time.perf_counter()
+        outcomes = chunks.train_staged(padded, x, y, static, programs)
+        seconds = time.perf_counter() - began + mask_seconds * len(group)
+        commit(
+          [run.spec for run in group], outcomes, seconds, f"{label}width {key.width} -> {width}"
+        )
   progress.close()
