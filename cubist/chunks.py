@@ -1,17 +1,22 @@
 """One chunk of experiments: its inputs, its training in stages, its store rows.
 
 The engine (cubist.engine) decides which specs share a compiled program and
-calls `train_chunk` per chunk. A chunk trains in one of three ways, by what
+calls `train_chunk` per chunk. A chunk trains in one of four ways, by what
 its method allows (ARCHITECTURE principle 10):
 
 - "dense": the method's whole run at the chunk's padded width (methods whose
-  mask changes during training: IMP, LTH, RigL, VD, L0; or compaction off).
+  mask changes during training: IMP, RigL, VD, L0; or compaction off).
 - "compact": fixed-mask training of the live units only (cubist.compaction):
   the chunk's specs already share a compact width.
 - "mask_then_compact": a method that fixes its mask at initialisation (SNIP,
   GraSP, SynFlow, Iter-SNIP, FORCE, ProsPr) runs its `at_init` at the full
   width (`train.make_mask_step`), then each run is trained at the compact
   width of its own live units, in groups of runs of equal compact width.
+- "rounds_then_compact": a method of several rounds whose last round trains a
+  fixed mask (LTH) runs all rounds but the last at the full width
+  (`train.make_train(until_round=...)`), then the last round like the above.
+  Only the last: a round that ends in a prune ranks every masked-in weight,
+  the disconnected ones included, so it cannot drop them.
 
 Every way ends in `Outcome`s at each run's full width (numpy), which
 `result_rows` turns into schema-v2 store rows. Whatever the way, a run's bits
@@ -35,6 +40,7 @@ from cubist.method import Hyper, Method, MethodStatic
 from cubist.specs import ExperimentSpec
 
 DENSE, COMPACT, MASK_THEN_COMPACT = "dense", "compact", "mask_then_compact"
+ROUNDS_THEN_COMPACT = "rounds_then_compact"
 
 
 class Outcome(NamedTuple):
@@ -154,12 +160,15 @@ class Programs(NamedTuple):
 
   train(static, method | None, method_static | None) -> train function;
   mask_step(method, method_static) -> train.make_mask_step's function;
+  rounds_step(static, method, method_static) -> the first stage of a
+    "rounds_then_compact" method (train.make_train with until_round=rounds - 1);
   decay(static) -> train.make_decay's function; layout(width) -> "dot" | "unit";
   group_size(count) -> the padded size of a group of `count` runs.
   """
 
   train: Callable
   mask_step: Callable
+  rounds_step: Callable
   decay: Callable
   layout: Callable[[int], str]
   group_size: Callable[[int], int]
@@ -168,7 +177,7 @@ class Programs(NamedTuple):
 def train_chunk(
   specs, x, y, way: str, static: train.TrainStatic, method, method_static, programs: Programs
 ) -> list[Outcome]:
-  """Train a (padded) chunk one of the three ways; one Outcome per spec.
+  """Train a (padded) chunk one of the four ways; one Outcome per spec.
 
   (The engine stages a "mask_then_compact" bucket itself, so that runs of equal
   compact width from several chunks train together: `stage` then `train_staged`.)
@@ -217,17 +226,20 @@ class Staged(NamedTuple):
 
 
 def stage(specs, x, y, way: str, static, method, method_static, programs) -> list[Staged]:
-  """The compact form of each run: from its spec ("compact"), or after its method's mask
-  step at the full width ("mask_then_compact")."""
+  """The compact form of each run: from its spec ("compact"), after its method's mask
+  step at the full width ("mask_then_compact"), or after all its rounds but the last
+  at the full width ("rounds_then_compact")."""
   if way == COMPACT:
     masks = [spec.masks() for spec in specs]
     starts = [mlp.apply_masks(params, m) for params, m in zip(initial_params_each(specs), masks)]
     failed = [False] * len(specs)
-  else:  # MASK_THEN_COMPACT
+  else:
     inputs = chunk_inputs(specs, static.width, method, method_static)
-    params, masks_out, failed_out = jax.device_get(
-      programs.mask_step(method, method_static)(x, y, inputs)
-    )
+    if way == MASK_THEN_COMPACT:
+      first_stage = programs.mask_step(method, method_static)
+    else:  # ROUNDS_THEN_COMPACT
+      first_stage = programs.rounds_step(static, method, method_static)
+    params, masks_out, failed_out = jax.device_get(first_stage(x, y, inputs))
     starts = [mlp.pad_params(_unstack(params, i), s.width) for i, s in enumerate(specs)]
     masks = [mlp.pad_params(_unstack(masks_out, i), s.width) for i, s in enumerate(specs)]
     failed = [bool(f) for f in np.asarray(failed_out)]

@@ -13,8 +13,10 @@ default knows only fixed-mask training ("plain").
 Train only what lives (ARCHITECTURE principle 10, cubist.compaction): with
 `ChunkPlan.compact` (the default) a fixed-mask run is bucketed by the compact
 width of its live units and trained there; a method that fixes its mask at
-initialisation runs `at_init` at the full width, then the same way. Methods
-whose masks change during training run "dense" at the smallest padded width
+initialisation runs `at_init` at the full width, then the same way; a method
+whose rounds end in prunes and restart from the start weights (LTH) trains all
+rounds but the last at the full width, chunk by chunk, and its last round the
+same way. Methods whose masks change during training run "dense" at the smallest padded width
 that holds their starting mask (`masks.occupied_width`). Each bucket picks its
 layout and chunk size from `ChunkPlan` (measured by `make bench`); a method
 that cannot run in the per-unit layout gets "dot". The last chunk of a bucket
@@ -88,7 +90,8 @@ class BucketKey:
   """What decides a compiled program: specs with equal keys share one.
 
   width: the compact width (way "compact"), else the padded full width.
-  way: how the chunk trains (cubist.chunks: "dense", "compact", "mask_then_compact").
+  way: how the chunk trains (cubist.chunks: "dense", "compact", "mask_then_compact",
+    "rounds_then_compact").
   method: the Method (None for fixed-mask training, whatever its name);
   method_static: its MethodStatic (None for fixed-mask training).
   """
@@ -127,7 +130,11 @@ def bucket_key(
     if plan.compact:
       return BucketKey(compaction.plan(masks).width, *common, chunks.COMPACT)
     return BucketKey(mask_ops.occupied_width(masks), *common, chunks.DENSE)
-  way = chunks.MASK_THEN_COMPACT if plan.compact and method.fixes_mask_at_init else chunks.DENSE
+  way = chunks.DENSE
+  if plan.compact and method.fixes_mask_at_init:
+    way = chunks.MASK_THEN_COMPACT
+  elif plan.compact and method.trains_last_round_fixed:
+    way = chunks.ROUNDS_THEN_COMPACT
   return BucketKey(mask_ops.occupied_width(masks), *common, way, method, spec.method_static())
 
 
@@ -199,6 +206,11 @@ def _cached_mask_step(method: Method, method_static: MethodStatic, mesh):
 
 
 @functools.lru_cache(maxsize=16)
+def _cached_rounds_step(static, method: Method, method_static: MethodStatic, mesh):
+  return train.make_train(static, method, method_static, mesh, until_round=method.rounds - 1)
+
+
+@functools.lru_cache(maxsize=16)
 def _cached_decay(static: train.TrainStatic):
   return train.make_decay(static)
 
@@ -223,6 +235,9 @@ def _programs(plan: "ChunkPlan", mesh, num_devices: int, trace_guard) -> chunks.
   return chunks.Programs(
     train=trainer,
     mask_step=lambda method, method_static: _cached_mask_step(method, method_static, mesh),
+    rounds_step=lambda static, method, method_static: _cached_rounds_step(
+      static, method, method_static, mesh
+    ),
     decay=lambda static: _cached_decay(dataclasses.replace(static, formulation="dot", width=1)),
     layout=plan.formulation,
     group_size=group_size,
@@ -278,7 +293,6 @@ def run(
     lost and the same call resumes.
   """
   specs = list(specs)
-  plan = plan or ChunkPlan.for_backend(jax.default_backend())
   spec_ops.validate_all(specs, methods)
   fingerprint = fingerprint or spec_ops.sweep_fingerprint(specs)
   specs = select_shard(specs, shard_index, num_shards)
@@ -297,6 +311,8 @@ def _train_into(
   todo = [s for s in dict((s.exp_id(), s) for s in specs).values() if s.exp_id() not in done]
   if not todo:
     return
+  # Only now, after validation and the store checks, may JAX start a backend.
+  plan = plan or ChunkPlan.for_backend(jax.default_backend())
   devices = jax.local_devices() if devices is None else devices
   mesh = train.experiment_mesh(devices) if len(devices) > 1 else None
   x, y = (jnp.asarray(a) for a in data.cubist_spiral())
@@ -332,6 +348,8 @@ def _train_into(
     static = train_static(key, plan)
     label = f"{key.method.name}, " if key.method else ""
     if key.way != chunks.MASK_THEN_COMPACT:
+      # Chunk by chunk ("rounds_then_compact" too: its first stage is most of a run's
+      # cost, so each chunk is committed before the next one starts).
       for chunk, padded in chunked(bucket, key.width):
         began = time.perf_counter()
         outcomes = chunks.train_chunk(

@@ -211,6 +211,20 @@ class Method:
       and self.rounds == 1
     )
 
+  @property
+  def trains_last_round_fixed(self) -> bool:
+    """Several rounds and no hook inside a round (LTH): every round restarts from the
+    start weights with fresh momentum and schedule (the trainer's round semantics), so
+    the last round is fixed-mask training and the engine can train its live units only."""
+    return (
+      self.rounds > 1
+      and self.round_end is not None
+      and all(
+        getattr(self, hook) is None
+        for hook in ("pre_event", "grad_event", "aux_init", "loss", "finalize")
+      )
+    )
+
 
 PLAIN_METHOD = Method(PLAIN, description="fixed-mask training (the mask is the spec's)")
 

@@ -15,6 +15,8 @@ History:
   3  train only the live units (cubist.compaction): fixed-mask runs and the
      at-init methods train at the compact width of their live units (other
      widths and layouts than before, hence other float sums).
+  4  LTH's last round (the final ticket, a fixed mask) trains its live units
+     only ("rounds_then_compact"); every other method's bits are as in 3.
 """
 
-SEMANTICS_VERSION = 3
+SEMANTICS_VERSION = 4

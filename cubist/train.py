@@ -259,8 +259,12 @@ def _train_chunk(
   method: Method,
   method_static: MethodStatic | None,
   events,
-) -> TrainResult:
-  """The whole run of one method for one chunk of experiments (leading axis E)."""
+  until_round: int | None = None,
+):
+  """The whole run of one method for one chunk of experiments (leading axis E): a
+  TrainResult; or, with `until_round`, only its rounds 1..until_round, each ended by
+  `round_end`, returned as (start params, masks, failed) for the last round (at the
+  inputs' width, leading axis E)."""
   formulation = static.formulation
   hook = functools.partial(_vmap_hook, formulation=formulation, static=method_static)
   hyper = inputs.hyper
@@ -424,9 +428,16 @@ def _train_chunk(
       )
       return (next_masks, carry.params, carry.aux), (losses, masks)
 
-    (_, params, aux), (losses, round_masks) = jax.lax.scan(
-      round_body, (masks, start_params, aux), jnp.arange(1, method.rounds + 1)
+    last = method.rounds if until_round is None else until_round
+    (next_masks, params, aux), (losses, round_masks) = jax.lax.scan(
+      round_body, (masks, start_params, aux), jnp.arange(1, last + 1)
     )
+    if until_round is not None:  # the start of round until_round + 1, which trains a fixed mask
+      return (
+        layouts.from_layout(jax.tree.map(jnp.multiply, start_params, next_masks), formulation),
+        layouts.from_layout(_as_bool(next_masks), formulation),
+        _failed(hook, method, _as_bool(next_masks), hyper, experiments),
+      )
     masks = jax.tree.map(lambda a: a[-1], round_masks)  # the last round's masks
     losses = losses.reshape((-1,) + losses.shape[2:])  # (rounds * epochs, batches, E)
 
@@ -436,10 +447,7 @@ def _train_chunk(
     )
     masks = _as_float(new_masks)
     params = jax.tree.map(jnp.multiply, params, masks)
-  if method.failed is not None:
-    failed = hook(method.failed, args=(_as_bool(masks), hyper), axes=(TREE, ROW))
-  else:
-    failed = jnp.zeros((experiments,), bool)
+  failed = _failed(hook, method, _as_bool(masks), hyper, experiments)
   accuracy, loss = layouts.evaluate(params, x, y, static.formulation, static.eval_block)
   epoch_loss = jnp.mean(losses, axis=1).T  # (E, rounds * epochs)
   step_loss = None
@@ -456,6 +464,13 @@ def _train_chunk(
   )
 
 
+def _failed(hook, method: Method, masks, hyper, experiments: int) -> jax.Array:
+  """bool (E,): Method.failed of the final masks (all False without the hook)."""
+  if method.failed is None:
+    return jnp.zeros((experiments,), bool)
+  return hook(method.failed, args=(masks, hyper), axes=(TREE, ROW))
+
+
 def make_train(
   static: TrainStatic,
   method: Method = PLAIN_METHOD,
@@ -463,6 +478,7 @@ def make_train(
   mesh: jax.sharding.Mesh | None = None,
   trace_guard: Callable | None = None,
   truncated: bool = False,
+  until_round: int | None = None,
 ):
   """Compile-once trainer for a bucket: `train(x, y, inputs) -> TrainResult`.
 
@@ -477,6 +493,10 @@ def make_train(
     silently recompiling per chunk.
   truncated: benchmarks only: train just the first static.epochs epochs of a
     method_static.epochs-long run (its events and counts as in the long run).
+  until_round: the first stage of a method whose last round trains a fixed mask
+    (Method.trains_last_round_fixed, e.g. LTH): train rounds 1..until_round only
+    and return (params, masks, failed) as make_mask_step does, for the engine to
+    train the last round's live units (cubist.compaction).
   """
   static.validate()
   if not method.is_plain:
@@ -502,6 +522,13 @@ def make_train(
     raise ValueError(f"method {method.name!r} has rounds={method.rounds} but no round_end")
   if static.record_step_losses and method.rounds > 1:
     raise ValueError("record_step_losses is for single-round methods")
+  if until_round is not None and not (
+    method.trains_last_round_fixed and 1 <= until_round < method.rounds
+  ):
+    raise ValueError(
+      f"until_round={until_round} needs a method whose last round trains a fixed mask "
+      f"and 1 <= until_round < rounds; {method.name!r} has rounds={method.rounds}"
+    )
   events = None if method.is_plain else event_schedule(method, method_static, static.epochs)
 
   def train(x, y, inputs):
@@ -512,13 +539,13 @@ def make_train(
     if not method.is_plain and (inputs.method_key is None or inputs.hyper is None):
       raise ValueError(f"method {method.name!r} needs inputs.method_key and inputs.hyper")
     if static.formulation != "unit":
-      return _train_chunk(x, y, inputs, static, method, method_static, events)
+      return _train_chunk(x, y, inputs, static, method, method_static, events, until_round)
     experiments = inputs.lr.shape[0]
     pad = -experiments % UNIT_BLOCK
     padded = jax.tree.map(
       lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a, inputs
     )
-    result = _train_chunk(x, y, padded, static, method, method_static, events)
+    result = _train_chunk(x, y, padded, static, method, method_static, events, until_round)
     return jax.tree.map(lambda a: a[:experiments], result)
 
   if trace_guard is not None:
@@ -530,6 +557,8 @@ def make_train(
     out_specs = TrainResult(
       spec, spec, spec, spec, spec, spec if static.record_step_losses else None, spec
     )
+    if until_round is not None:
+      out_specs = (spec, spec, spec)
     train = jax.shard_map(
       train,
       mesh=mesh,

@@ -11,8 +11,9 @@ final evaluation. Medians over `--repeats` warm calls. (A fit through 1 and 2
 epochs proved unreliable: a 1-epoch scan compiles to a different program.)
 
 The methods that fix their mask at initialisation (SNIP, GraSP, SynFlow,
-Iter-SNIP, FORCE, ProsPr) are timed through the engine, as it trains them:
-the mask step at the full width, then only the live units (cubist.compaction),
+Iter-SNIP, FORCE, ProsPr) and LTH are timed through the engine, as it trains
+them: the mask step (LTH: rounds 1-4) at the full width, then only the live
+units (cubist.compaction),
 at every width of the family (3, 4, 6, 8, 16, 32, 64, 128, 256), 2 and 4
 epochs fitted the same way (`time_engine`). At the narrow widths 3, 4, 6, 8
 every method of paper (1) is also timed the way the separate pruning trainer
@@ -34,14 +35,13 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 from absl import app, flags
 
 from cubist import chunks, data, engine, mlp, train
 from cubist.method import PLAIN_METHOD
 from cubist.specs import ExperimentSpec
 from experiments import cli
-from search import grids
+from search import grids, study_cost
 from search.pruning import registry
 
 flags.DEFINE_string("out", "bench_pruning.json", "Where to write the JSON results.")
@@ -229,27 +229,28 @@ def project_overparam(method_records: list[dict], plain_records: list[dict]) -> 
   """Projected hours of the whole overparameterisation family on this machine.
 
   A method's cost at width w: plain training's measured cost at w times the
-  method's measured overhead at the nearest width (log scale) it was timed at,
-  in the layout the engine picks.
+  method's measured overhead at the nearest width (log scale) that method was
+  timed at, in the layout the engine picks (search.study_cost's rule, which the
+  study's dry run uses too).
   """
-  plain = {r["width"]: r["seconds_per_run"] for r in plain_records}
-  overhead = {
-    (r["method"], r["width"]): r["seconds_per_run"] / plain[r["width"]]
-    for r in method_records
-    if r["width"] in plain and r.get("engine_layout", True)
-  }
-  measured = sorted({w for _, w in overhead})
+  rates = study_cost.rates_from_bench(
+    "here", None, dict(methods=method_records, plain=plain_records)
+  )
   total, missing = 0.0, []
   for (method, width), runs in overparam_runs().items():
-    nearest = min(measured, key=lambda w: abs(np.log(w) - np.log(width)))
-    base = plain.get(width) or plain[min(plain, key=lambda w: abs(w - width))]
-    if (method, nearest) not in overhead:
+    per_run = study_cost.pruning_seconds_per_run(method, width, rates)
+    if per_run is None:
       missing.append(method)
       continue
-    total += runs * base * overhead[(method, nearest)]
+    total += runs * per_run
   return dict(
     runs=sum(overparam_runs().values()), hours=total / 3600, methods_missing=sorted(set(missing))
   )
+
+
+def _staged(method) -> bool:
+  """The engine trains it in two stages, the second on the live units only."""
+  return method.fixes_mask_at_init or method.trains_last_round_fixed
 
 
 def main(argv):
@@ -289,7 +290,7 @@ def main(argv):
     )
   for width in (int(w) for w in FLAGS.widths):
     for name in names:
-      if name in registry.PAPER_METHODS and registry.get(name).fixes_mask_at_init:
+      if name in registry.PAPER_METHODS and _staged(registry.get(name)):
         continue  # timed through the engine below, as it trains them
       record = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats)
       result["methods"].append(record)
@@ -301,10 +302,10 @@ def main(argv):
   result["narrow"] = []
   compact_widths = sorted({int(w) for w in FLAGS.narrow_widths + FLAGS.compact_widths})
   for name in [m for m in registry.PAPER_METHODS if m in names]:
-    at_init = registry.get(name).fixes_mask_at_init  # the engine trains its live units
-    widths = compact_widths if at_init else [int(w) for w in FLAGS.narrow_widths]
+    staged = _staged(registry.get(name))  # the engine trains its live units
+    widths = compact_widths if staged else [int(w) for w in FLAGS.narrow_widths]
     for width in widths:
-      if at_init:
+      if staged:
         record = time_engine(name, width, FLAGS.target, FLAGS.epochs)
       else:
         record = time_program(name, width, FLAGS.target, FLAGS.epochs, FLAGS.repeats)

@@ -100,15 +100,14 @@ def _search_seconds_per_run(width: int, rates: Rates) -> float | None:
   return 1 / rates.search[above[0] if above else measured[-1]]
 
 
-def _pruning_seconds_per_run(method: str, width: int, rates: Rates) -> float | None:
+def pruning_seconds_per_run(method: str, width: int, rates: Rates) -> float | None:
   """Plain training's cost at `width` (or the nearest timed width) times the method's
-  overhead at the nearest width it was timed at (log scale), as project_overparam."""
-  if not rates.overhead or not rates.plain:
+  overhead at the nearest width (log scale) *that method* was timed at; None if the
+  method was never timed. experiments.bench_pruning.project_overparam uses it too."""
+  measured = sorted(w for m, w in rates.overhead if m == method)
+  if not measured or not rates.plain:
     return None
-  measured = sorted({w for _, w in rates.overhead})
   nearest = min(measured, key=lambda w: abs(np.log(w) - np.log(width)))
-  if (method, nearest) not in rates.overhead:
-    return None
   base = rates.plain.get(width) or rates.plain[min(rates.plain, key=lambda w: abs(w - width))]
   return base * rates.overhead[(method, nearest)]
 
@@ -124,7 +123,7 @@ def project_seconds(load: Counter, rates: Rates, epochs: int) -> float | None:
       per_run = _search_seconds_per_run(width, rates)
       scale = epochs / rates.search_epochs
     else:
-      per_run = _pruning_seconds_per_run(method, width, rates)
+      per_run = pruning_seconds_per_run(method, width, rates)
       scale = epochs / rates.pruning_epochs
     if per_run is None:
       return None

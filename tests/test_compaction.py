@@ -9,7 +9,7 @@
   entries by the weight-decay recurrence);
 - on random masks the per-step losses agree to 1e-6 over the first 100 steps;
 - a method that fixes its mask at initialisation runs in two stages with the
-  same result as its dense run.
+  same result as its dense run, and so does LTH (its last round compacted).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from cubist import compaction, data, engine, layouts, mlp, store, train
 from cubist import masks as mask_ops
 from cubist.method import Method, MethodRegistry
 from cubist.specs import ExperimentSpec
+from search.pruning import registry
 
 WIDTH = 16
 
@@ -234,3 +235,35 @@ def test_a_method_that_fixes_its_mask_at_init_runs_in_two_stages(tmp_path):
   assert rows[True]["trained_width"] < rows[False]["trained_width"] == 8
   for column in ("accuracy", "loss", "mask", "weight_nnz", "effective_weight_nnz", "status"):
     assert rows[True][column] == rows[False][column], column
+
+
+def test_lth_trains_its_last_round_at_the_compact_width(tmp_path):
+  """LTH (5 rounds, each from the init): rounds 1-4 at the full width, the final ticket's
+  round on its live units; same masks, counts and accuracy as the dense run, the weights
+  within float rounding."""
+  lth = registry.get("lth")
+  assert lth.trains_last_round_fixed and not lth.fixes_mask_at_init
+  specs = [
+    ExperimentSpec(seed=seed, lr=0.1, width=8, epochs=2, method="lth", target_nnz=20)
+    for seed in range(3)
+  ]
+  rows = {}
+  for compact in (False, True):
+    with engine.run(
+      specs,
+      tmp_path / str(compact),
+      methods=registry.get,
+      plan=engine.ChunkPlan(compact=compact),
+      progress_stream=io.StringIO(),
+    ) as reader:
+      rows[compact] = sorted(reader.rows(), key=lambda row: row["exp_id"])
+  for dense, compact in zip(rows[False], rows[True]):
+    assert dense["trained_width"] == 8 and compact["trained_width"] < 8
+    for column in ("accuracy", "mask", "weight_nnz", "effective_weight_nnz", "status"):
+      assert compact[column] == dense[column], column
+    assert compact["loss"] == pytest.approx(dense["loss"], abs=1e-5)
+    np.testing.assert_allclose(
+      np.concatenate([a.ravel() for a in jax.tree.leaves(store.row_params(compact))]),
+      np.concatenate([a.ravel() for a in jax.tree.leaves(store.row_params(dense))]),
+      atol=1e-5,
+    )
