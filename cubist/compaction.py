@@ -34,9 +34,13 @@ import numpy as np
 
 from cubist.mlp import Layer, Params, layer_shapes
 
-# Widths a compact network is trained at: exact up to 8 (the per-unit layout and
-# the narrowest matmuls), then a few sizes, so a sweep compiles few programs.
-BUCKET_WIDTHS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+# Widths a compact network is trained at: exact up to 4 (the per-unit layout, whose
+# cost grows with the width), then powers of two. Measured on a 2-core CPU
+# (bench_pruning.json, plain training): a batched-matmul run at width 8 is faster
+# than at 6, and compacted runs split over the widths 5, 6, 7, 8 trained as four
+# small programs cost 2-3x one program at 8 (per-step overhead, not arithmetic,
+# dominates below 16). Few widths also mean few compilations.
+BUCKET_WIDTHS = (1, 2, 3, 4, 8, 16, 32, 64, 128, 256)
 
 
 def live_units(masks: Params) -> list[np.ndarray]:
@@ -76,8 +80,9 @@ def plan(masks: Params) -> Compaction:
   masks = tuple(Layer(np.asarray(l.weight, bool), np.asarray(l.bias, bool)) for l in masks)
   live = live_units(masks)
   units = tuple(np.flatnonzero(layer) for layer in live)
-  width = bucket_width(max(1, *(len(u) for u in units)))
   full_width = masks[0].weight.shape[0]
+  # Never wider than the network itself (a width-6 network with 5 live units: 6, not 8).
+  width = min(bucket_width(max(1, *(len(u) for u in units))), full_width)
   out_live = [*live, np.ones(1, bool)]
   dropped = tuple(
     Layer(m.weight & ~out_live[l][:, None], m.bias & ~out_live[l]) for l, m in enumerate(masks)

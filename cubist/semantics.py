@@ -16,7 +16,8 @@ History:
      at-init methods train at the compact width of their live units (other
      widths and layouts than before, hence other float sums).
   4  LTH's last round (the final ticket, a fixed mask) trains its live units
-     only ("rounds_then_compact"); every other method's bits are as in 3.
+     only ("rounds_then_compact"); compact widths are 1-4 then powers of two
+     (no longer 5, 6, 7, 12, 24, ...), never wider than the network.
 """
 
 SEMANTICS_VERSION = 4

@@ -66,7 +66,8 @@ def test_live_units_dropped_entries_and_bucket_width():
     (1, "b", (10,)),
     (2, "w", (14, 10)),
   }
-  assert [compaction.bucket_width(k) for k in (1, 8, 9, 13, 100, 300)] == [1, 8, 12, 16, 128, 300]
+  widths = (1, 4, 5, 8, 9, 13, 100, 300)
+  assert [compaction.bucket_width(k) for k in widths] == [1, 4, 8, 8, 16, 16, 128, 300]
 
 
 def test_gather_then_scatter_restores_the_live_entries():
@@ -244,7 +245,7 @@ def test_lth_trains_its_last_round_at_the_compact_width(tmp_path):
   lth = registry.get("lth")
   assert lth.trains_last_round_fixed and not lth.fixes_mask_at_init
   specs = [
-    ExperimentSpec(seed=seed, lr=0.1, width=8, epochs=2, method="lth", target_nnz=20)
+    ExperimentSpec(seed=seed, lr=0.1, width=16, epochs=2, method="lth", target_nnz=20)
     for seed in range(3)
   ]
   rows = {}
@@ -258,7 +259,7 @@ def test_lth_trains_its_last_round_at_the_compact_width(tmp_path):
     ) as reader:
       rows[compact] = sorted(reader.rows(), key=lambda row: row["exp_id"])
   for dense, compact in zip(rows[False], rows[True]):
-    assert dense["trained_width"] == 8 and compact["trained_width"] < 8
+    assert dense["trained_width"] == 16 and compact["trained_width"] < 16
     for column in ("accuracy", "mask", "weight_nnz", "effective_weight_nnz", "status"):
       assert compact[column] == dense[column], column
     assert compact["loss"] == pytest.approx(dense["loss"], abs=1e-5)
