@@ -425,3 +425,13 @@ def test_page_loads_in_headless_chromium(tiny):
   )
   assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
   assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_csv_keeps_the_columns_of_every_row(tmp_path):
+  """A table whose first row (the search's) lacks the methods' columns keeps them all."""
+  rows = [
+    {"target": 0.95, "method": "combinatorial"},
+    {"target": 0.95, "method": "imp", "width": 3},
+  ]
+  text = page.write_csv(tmp_path / "t.csv", rows).read_text().splitlines()
+  assert text == ["target,method,width", "0.95,combinatorial,", "0.95,imp,3"]

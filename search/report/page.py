@@ -162,9 +162,10 @@ def render(title: str, intro: str, sections) -> str:
 
 
 def write_csv(path, rows, columns=None) -> Path:
-  """Write dict rows as CSV (columns: the first row's keys unless given)."""
+  """Write dict rows as CSV (columns: every key of any row, in first-seen order, unless
+  given: rows of different kinds, e.g. the search's and a method's, keep all columns)."""
   path = Path(path)
-  columns = list(columns or (rows[0].keys() if rows else []))
+  columns = list(columns or dict.fromkeys(key for row in rows for key in row))
   with path.open("w", newline="") as handle:
     writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
