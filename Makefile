@@ -30,13 +30,15 @@ test: $(VENV)/.installed
 # lists the sweeps), then the pruning methods (bench_pruning.json: runs/s per method, the
 # narrow widths before/after one trainer, the at-init methods compacted at every width of the
 # family, the projected time of the overparameterisation family), then a binary end to end,
-# first and second invocation (bench_binary.json: compilation paid once).
+# first and second invocation (bench_binary.json: compilation paid once), then one epoch of the
+# headline programs split into its parts against the machine's matmul peak (profile_step.json).
 BENCH_FLAGS ?= --dense_chunks=128,256 --sparse_chunks=128,256,512 --sharded=true --per_width_widths=4,6,8
 
 bench: $(VENV)/.installed
 	$(PY) -m experiments.bench --out=bench.json $(BENCH_FLAGS)
 	$(PY) -m experiments.bench_pruning --out=bench_pruning.json $(PRUNE_BENCH_FLAGS)
 	$(PY) -m experiments.bench_binary --out=bench_binary.json
+	$(PY) -m experiments.profile_step --out=profile_step.json
 
 clean:
-	rm -rf $(VENV) bench.json bench_pruning.json bench_binary.json
+	rm -rf $(VENV) bench.json bench_pruning.json bench_binary.json profile_step.json

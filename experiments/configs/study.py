@@ -16,12 +16,14 @@ random_phase2_995), so `python -m experiments.report --workdir=DIR/<family>
 phase-1 answers at the end. The same command resumes; `--num_shards/--shard_index`
 (or `--distributed`, one shard per jax process) split every family.
 
-Expected runtime: the reference plan is projected at about 26 hours on the
-2-core CPU of the committed bench.json / bench_pruning.json: the
-overparameterisation family about 10 h (its widths 64..256), random-init phase 2
-at 99.5% about 9 h (190k runs at width 7), fixed-init phase 2 at 99.5% about
-4 h, the rest under 3 h together; linear in the epochs, compilation not
-included. No GPU rates are measured yet: the dry run adds the GPU column once
+Expected runtime: the reference plan is projected at about 13 hours on the
+2-core CPU of the committed bench.json / bench_pruning.json: random-init phase 2
+at 99.5% 4.6 h (190k runs at width 7), the overparameterisation family 4.0 h
+(nearly all of it LTH, RigL and IMP at widths 128 and 256), fixed-init 99.5%
+2.2 h, random-init phase 1 and phase 2 at 95% 1.8 h, fixed-init 95% 19 min;
+linear in the epochs, warm rates: compilation is not included, and small
+families pay it noticeably (the fixed-init 95% family took about 70 min end to
+end on that machine). No GPU rates are measured yet: the dry run adds the GPU column once
 bench_gpu.json exists. The adaptive plan's phase 2 is exhaustive, so its size
 follows the widths our phase 1 finds (the dry run prints it once phase 1 is
 done). Expected result: each phase-2 family's search.json and
