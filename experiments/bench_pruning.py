@@ -140,26 +140,38 @@ def time_program(
       all_s=seconds,
       compile_s=max(first - statistics.median(seconds), 0.0),
     )
-  low, high = FIT_EPOCHS
-  per_epoch = max(calls[high]["median_s"] - calls[low]["median_s"], 0.0) / (
-    method.rounds * (high - low)
-  )
-  fixed = max(calls[low]["median_s"] - method.rounds * low * per_epoch, 0.0)
-  full = fixed + per_epoch * method.rounds * epochs
-  return dict(
+  low = FIT_EPOCHS[0]
+  return _fitted(
+    {e: call["median_s"] for e, call in calls.items()},
+    method.rounds,
+    epochs,
+    chunk,
     method=method_name or "plain",
     width=width,
     layout=layout,
-    chunk=chunk,
-    rounds=method.rounds,
     devices=1 if mesh is None else mesh.size,
     calls=calls,
+    compile_s=calls[low]["compile_s"],
+  )
+
+
+def _fitted(seconds: dict, rounds: int, epochs: int, chunk: int, **fields) -> dict:
+  """A benchmark record from the seconds of one call at each FIT_EPOCHS length: the fit
+  `fixed + per_epoch * rounds * epochs` (per_epoch: one epoch of one round) of a full run,
+  and per-run rates for a chunk of `chunk` runs; `fields` describe what was timed."""
+  low, high = FIT_EPOCHS
+  per_epoch = max(seconds[high] - seconds[low], 0.0) / (rounds * (high - low))
+  fixed = max(seconds[low] - rounds * low * per_epoch, 0.0)
+  full = fixed + per_epoch * rounds * epochs
+  return dict(
+    fields,
+    chunk=chunk,
+    rounds=rounds,
     fixed_s=fixed,
     per_epoch_s=per_epoch,
     full_call_s=full,
     seconds_per_run=full / chunk,
     runs_per_second=chunk / full,
-    compile_s=calls[low]["compile_s"],
   )
 
 
@@ -193,24 +205,17 @@ def time_engine(
         else:
           seconds[e] = elapsed
           compile_s[e] = max(compile_s[e] - elapsed, 0.0)
-  low, high = FIT_EPOCHS
-  per_epoch = max(seconds[high] - seconds[low], 0.0) / (high - low)
-  fixed = max(seconds[low] - low * per_epoch, 0.0)
-  full = fixed + per_epoch * epochs
-  return dict(
+  return _fitted(
+    seconds,
+    registry.get(method_name).rounds,
+    epochs,
+    chunk,
     method=method_name,
     width=width,
     layout="engine",
-    chunk=chunk,
-    rounds=1,
     devices=len(jax.local_devices()),
     calls=seconds,
-    fixed_s=fixed,
-    per_epoch_s=per_epoch,
-    full_call_s=full,
-    seconds_per_run=full / chunk,
-    runs_per_second=chunk / full,
-    compile_s=compile_s[low],
+    compile_s=compile_s[FIT_EPOCHS[0]],
     basis="engine",
   )
 

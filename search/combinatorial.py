@@ -228,12 +228,11 @@ class Search:
       candidates = best_by_candidate(self._rows_for(specs), lambda r: r["mask_config"])
       best = max(candidates.values(), key=lambda c: (np.nan_to_num(c.best_accuracy, nan=-1),))
       reached = [c for c in candidates.values() if c.best_accuracy >= config.target]
-      weight_nnz = level + widths[2]
+      counts = _level_counts(level, widths)
+      weight_nnz = counts["weight_nnz"]
       table.append(
         {
-          "hidden_nnz": level,
-          "weight_nnz": weight_nnz,
-          "model_nnz": weight_nnz + sum(widths) + 1,
+          **counts,
           "masks": len(candidates),
           "runs": len(specs),
           "best_accuracy": best.best_accuracy,
@@ -367,12 +366,11 @@ class Search:
         _mask_of,
       )
       summary = _level_summary(outcome, parse_mask_config)
-      weight_nnz = level + widths[2]
+      counts = _level_counts(level, widths)
+      weight_nnz = counts["weight_nnz"]
       table.append(
         {
-          "hidden_nnz": level,
-          "weight_nnz": weight_nnz,
-          "model_nnz": weight_nnz + sum(widths) + 1,
+          **counts,
           "masks": len(masks),
           **summary,
         }
@@ -463,6 +461,14 @@ def _success_record(estimate: stats.SettingEstimate) -> dict:
   """A setting's success probability as search.json fields."""
   lr, schedule = estimate.setting
   return {"lr": lr, "schedule": schedule, **stats.interval_record(estimate.interval)}
+
+
+def _level_counts(level: int, widths) -> dict:
+  """A phase-2 level's counts inside `widths`, as its table reports them: `level` weights
+  in W1..W3 plus the d3 output weights, and for model_nnz also the d1 + d2 + d3 hidden
+  biases and the output bias (the same for both rules)."""
+  weight_nnz = level + widths[2]
+  return {"hidden_nnz": level, "weight_nnz": weight_nnz, "model_nnz": weight_nnz + sum(widths) + 1}
 
 
 def _level_summary(outcome: LevelOutcome, order_key) -> dict:

@@ -26,6 +26,7 @@ from cubist import masks as mask_ops
 from cubist.method import Method, MethodRegistry
 from cubist.specs import ExperimentSpec
 from search.pruning import registry
+from tests.toy_methods import first_weights_masks
 
 WIDTH = 16
 
@@ -208,13 +209,7 @@ def test_random_masks_agree_over_the_first_100_steps(formulation):
 
 def _keep_first(key, params, masks, x, y, hyper, static):
   """Toy at-init method: keep the first f weights of the flat (W1..W4) order."""
-  sizes = [layer.weight.size for layer in params]
-  flat = jnp.arange(sum(sizes)) < hyper.counts[0]
-  weights, start = [], 0
-  for layer, size in zip(params, sizes):
-    weights.append(flat[start : start + size].reshape(layer.weight.shape))
-    start += size
-  new_masks = mask_ops.with_bias_rule(tuple(weights))
+  new_masks = first_weights_masks(params, hyper.counts[0])
   return mlp.apply_masks(params, new_masks), new_masks
 
 

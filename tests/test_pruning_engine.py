@@ -17,17 +17,12 @@ from cubist import masks as mask_ops
 from cubist import specs as spec_ops
 from cubist.method import Method, MethodRegistry
 from cubist.specs import ExperimentSpec
+from tests.toy_methods import first_weights_masks
 
 
 def _keep_first_f(key, params, masks, x, y, hyper, static):
   """Toy at-init method: keep the first f weights in flat order (f from hyper.counts)."""
-  sizes = [layer.weight.size for layer in params]
-  flat = jnp.arange(sum(sizes)) < hyper.counts[0]
-  weights, start = [], 0
-  for layer, size in zip(params, sizes):
-    weights.append(flat[start : start + size].reshape(layer.weight.shape))
-    start += size
-  return params, mask_ops.with_bias_rule(tuple(weights))
+  return params, first_weights_masks(params, hyper.counts[0])
 
 
 def _empty_w4(masks, hyper, static):
