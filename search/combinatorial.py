@@ -305,7 +305,10 @@ class Search:
       estimates = stats.estimate_all(
         {c: counts[c] for c in level}, allocation.q, allocation.confidence
       )
-      outcome = LevelOutcome(estimates, level_rows, allocation.cap * len(grid) * len(level))
+      out_of_reach = sum(stats.out_of_reach(e, allocation) for e in estimates.values())
+      outcome = LevelOutcome(
+        estimates, level_rows, allocation.cap * len(grid) * len(level), out_of_reach
+      )
       self.allocated["runs"] += len(level_rows)
       self.allocated["cap_runs"] += outcome.cap_runs
       outcomes.append(outcome)
@@ -343,7 +346,8 @@ class Search:
       done = table[-len(group) :]
       self.log(
         f"phase 1: dense params <= {group[-1][0]}: {sum(r['reached'] for r in done)} above "
-        f"q={config.q:g}, {sum(r['undecided'] for r in done)} undecided, "
+        f"q={config.q:g}, {sum(r['undecided'] for r in done)} undecided "
+        f"({sum(r['out_of_reach'] for r in done)} out of reach), "
         f"{sum(r['runs'] for r in done)} runs"
       )
       yield from reaching
@@ -377,7 +381,8 @@ class Search:
       )
       self.log(
         f"phase 2: weight nnz {weight_nnz}: {len(masks)} masks, {summary['runs']} runs, "
-        f"{summary['reached']} above q={config.q:g}, {summary['undecided']} undecided"
+        f"{summary['reached']} above q={config.q:g}, {summary['undecided']} undecided "
+        f"({summary['out_of_reach']} out of reach)"
       )
       above = stats.ranked_above(outcome.estimates, parse_mask_config)
       if above and answer is None:
@@ -438,11 +443,13 @@ class Search:
 
 class LevelOutcome(NamedTuple):
   """One level after its seed rounds: every candidate's estimate, the rows of
-  its runs, and the runs max_seeds per setting would have cost."""
+  its runs, the runs max_seeds per setting would have cost, and how many undecided
+  candidates were stopped because no setting could be above q within max_seeds."""
 
   estimates: dict[Hashable, stats.CandidateEstimate]
   rows: list[dict]
   cap_runs: int
+  out_of_reach: int
 
 
 def _setting_of(row: dict) -> tuple[float, str]:
@@ -473,8 +480,8 @@ def _level_counts(level: int, widths) -> dict:
 
 def _level_summary(outcome: LevelOutcome, order_key) -> dict:
   """A robust level's table fields: runs used (and at the cap), the best accuracy
-  of any run, how many candidates are above q and undecided, and the most
-  convincing candidate with its best setting's success probability."""
+  of any run, how many candidates are above q and undecided (and of those, out of
+  reach within max_seeds), and the most convincing candidate with its best setting's success probability."""
   ok = [r["accuracy"] for r in outcome.rows if r["status"] == "ok" and r["accuracy"] is not None]
   decisions = [e.decision for e in outcome.estimates.values()]
   best = stats.most_convincing(outcome.estimates.values(), order_key)
@@ -485,6 +492,7 @@ def _level_summary(outcome: LevelOutcome, order_key) -> dict:
     "best_accuracy": max((a for a in ok if a == a), default=float("nan")),
     "reached": decisions.count(stats.ABOVE),
     "undecided": decisions.count(stats.UNDECIDED),
+    "out_of_reach": outcome.out_of_reach,
     "best_mask_config": label,
     "best_success": _success_record(best.best),
   }

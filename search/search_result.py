@@ -80,7 +80,8 @@ def format_result(result: dict) -> str:
 
   Under the robust rule, "reaches" means "reaches with probability >= q": the
   answers add their best setting's success probability, the level table how
-  many masks are still undecided and the level's most convincing mask's
+  many masks are still undecided (unreach: of those, how many could not be above q
+  within max_seeds, so got no more seeds) and the level's most convincing mask's
   interval, and a last line the seed allocation's saving.
   """
   lines = []
@@ -116,7 +117,7 @@ def format_result(result: dict) -> str:
   lines.append(
     f"  {'weight_nnz':>10} {'model_nnz':>9} {'masks':>6} {'runs':>6} "
     f"{'best_acc':>9} {'reached':>7}"
-    + (f" {'undecided':>9} {'k/n':>6} {'interval':>13}" if robust else "")
+    + (f" {'undecided':>9} {'unreach':>7} {'k/n':>6} {'interval':>13}" if robust else "")
     + "  best mask"
   )
   for level in phase2.get("levels", []):
@@ -124,7 +125,8 @@ def format_result(result: dict) -> str:
     if robust:
       best = level["best_success"]
       extra = (
-        f" {level['undecided']:>9} {best['successes']:>3}/{best['trials']:<2} "
+        f" {level['undecided']:>9} {level.get('out_of_reach', '-'):>7} "
+        f"{best['successes']:>3}/{best['trials']:<2} "
         f"[{best['lower']:.3f},{best['upper']:.3f}]"
       )
     lines.append(

@@ -21,9 +21,13 @@ Vocabulary (pure functions over counts; rows are the store's dicts):
   setting is below, else undecided (`estimate_candidate`).
 - sequential allocation (`next_seeds`): every candidate-setting of a level
   starts with `initial` seeds; each later round adds `step` seeds, up to `cap`,
-  only to the undecided settings of undecided candidates; a level is settled,
-  and gets no more seeds, as soon as one of its candidates is above, or when
-  nothing is left to add (all below, or undecided at the cap).
+  only to the undecided settings of undecided candidates that can still be
+  above q within the cap (`can_reach`: with q = 0.5 and cap 12 a setting needs
+  10 of 12, so its third failure ends it; such a setting could never change the
+  search's answer, so stopping it changes no selection, only saves runs); a
+  level is settled, and gets no more seeds, as soon as one of its candidates is
+  above, or when nothing is left to add (all below, or undecided at the cap or
+  out of reach).
 """
 
 from __future__ import annotations
@@ -138,6 +142,22 @@ def seeds_to_establish(q: float, confidence: float = DEFAULT_CONFIDENCE) -> int:
   while success_interval(trials, trials, confidence).lower < q:
     trials += 1
   return trials
+
+
+def can_reach(count: Count, allocation: Allocation) -> bool:
+  """Whether a candidate-setting could still be above q within the cap: if every
+  seed it has left succeeded. With the failures fixed, the lower bound grows
+  with the trials, so the cap is where it is highest."""
+  trials = max(allocation.cap, count.trials)
+  best = success_interval(count.successes + trials - count.trials, trials, allocation.confidence)
+  return best.lower >= allocation.q
+
+
+def out_of_reach(estimate: CandidateEstimate, allocation: Allocation) -> bool:
+  """An undecided candidate none of whose settings can be above q within the cap."""
+  return estimate.decision == UNDECIDED and not any(
+    can_reach(Count(s.interval.successes, s.interval.trials), allocation) for s in estimate.settings
+  )
 
 
 def validate_allocation(allocation: Allocation) -> None:
@@ -269,8 +289,8 @@ def next_seeds(
   level (Count(0, 0) where nothing ran yet). Returns {(candidate, setting):
   seeds}, only for those that need more: every setting below `initial` is
   brought up to it; after that, while no candidate is above q, each undecided
-  setting of an undecided candidate gets `step` more, up to `cap`. An empty
-  dict means the level is settled.
+  setting of an undecided candidate that can still be above q (`can_reach`)
+  gets `step` more, up to `cap`. An empty dict means the level is settled.
   """
   wanted = {}
   estimates = estimate_all(counts, allocation.q, allocation.confidence)
@@ -281,7 +301,12 @@ def next_seeds(
     for (setting, count), estimate in zip(by_setting.items(), estimates[candidate].settings):
       if count.trials < allocation.initial:
         wanted[(candidate, setting)] = allocation.initial
-      elif undecided and estimate.decision == UNDECIDED and count.trials < allocation.cap:
+      elif (
+        undecided
+        and estimate.decision == UNDECIDED
+        and count.trials < allocation.cap
+        and can_reach(count, allocation)
+      ):
         wanted[(candidate, setting)] = min(count.trials + allocation.step, allocation.cap)
   return wanted
 

@@ -106,30 +106,32 @@ def test_reference_rule_crowns_the_lucky_seed_and_robust_the_reliable_triple(tmp
   assert result["success"]["upper"] == 1.0 and result["accuracy"] == 0.95
   assert result["row"]["lr"] == 0.1 and (result["row"]["d1"], result["row"]["d2"]) == (2, 1)
 
-  # Rounds of 3 seeds per setting (cap 12), all 8 triples in one group of levels:
-  # 48 runs; 48 more (0/3 and 3/3 settle nothing); then at 6 seeds (2,1,1), (1,2,2)
-  # and (2,2,2) are above and every never-reaching setting below (0/6: upper 0.459),
-  # so only (1,1,1) at lr 0.1 (1/6) and (1,1,2) at lr 0.05 (2/6) go on: 1/9 has
-  # upper 0.482 (below), 3/9 (0.075, 0.701) gets 3 more and stops at the cap, 4/12.
-  assert [len(r) for r in store.trained] == [48, 48, 6, 3]
+  # Rounds of 3 seeds per setting (cap 12: 10 of 12 needed, so a third failure puts a
+  # setting out of reach), all 8 triples in one group of levels: 48 runs, after which
+  # every never-reaching setting (0/3) is out of reach; 21 more for the 7 settings with
+  # at most 2 failures; then (2,1,1), (1,2,2) and (2,2,2) are above at 6/6 and the
+  # others out of reach: (1,1,1) at lr 0.1 1/6, (1,1,2) at lr 0.05 2/6, (2,1,2) 3/6.
+  assert [len(r) for r in store.trained] == [48, 21]
   table = {r["dense_params"]: r for r in result["levels"]}
-  assert [(p, r["reached"], r["undecided"], r["runs"]) for p, r in table.items()] == [
-    (9, 0, 0, 15),
-    (12, 0, 1, 30),
-    (13, 1, 0, 12),
-    (16, 1, 1, 24),
-    (17, 0, 0, 12),
-    (21, 1, 0, 12),
+  assert [
+    (p, r["reached"], r["undecided"], r["out_of_reach"], r["runs"]) for p, r in table.items()
+  ] == [
+    (9, 0, 1, 1, 9),
+    (12, 0, 2, 2, 15),
+    (13, 1, 0, 0, 9),
+    (16, 1, 1, 1, 18),
+    (17, 0, 1, 1, 6),
+    (21, 1, 0, 0, 12),
   ]
   assert all(r["cap_runs"] == r["triples"] * 2 * 12 for r in table.values())
-  twelve = table[12]["best_success"]  # (1,1,2) at lr 0.05: 4 of 12
+  twelve = table[12]["best_success"]  # (1,1,2) at lr 0.05: 2 of 6
   assert table[12]["best_mask_config"] == "1x1x2"
-  assert (twelve["successes"], twelve["trials"], twelve["lr"]) == (4, 12, 0.05)
-  assert (twelve["lower"], twelve["upper"]) == pytest.approx((0.0992461, 0.6511245), abs=1e-6)
+  assert (twelve["successes"], twelve["trials"], twelve["lr"]) == (2, 6, 0.05)
+  assert (twelve["lower"], twelve["upper"]) == pytest.approx((0.0432719, 0.7772219), abs=1e-6)
   nine = table[9]["best_success"]
-  assert (nine["successes"], nine["trials"]) == (1, 9)
-  assert nine["upper"] == pytest.approx(0.4824965, abs=1e-6)  # below q: (1,1,1) stopped at 9
-  # The coin (2,1,2) stopped at 6 seeds: its level was settled by (1,2,2).
+  assert (nine["successes"], nine["trials"]) == (1, 6)
+  assert nine["upper"] == pytest.approx(0.6412346, abs=1e-6)  # undecided, out of reach
+  # The coin (2,1,2) stopped at 6 seeds: 3/6 is out of reach (and (1,2,2) settled the level).
   coin = [s for chunk in store.trained for s in chunk if s.widths == (2, 1, 2) and s.lr == 0.1]
   assert sorted(s.repeat for s in coin) == list(range(6))
 
@@ -285,11 +287,11 @@ def test_unreachable_target_under_the_robust_rule(tmp_path, monkeypatch):
   monkeypatch.setattr(search_result, "save_model", _no_engine)
   result = comb.Search(phases.SearchConfig(**ROBUST), tmp_path, **quiet()).run()
   assert result["phase1"]["widths"] is None
-  # Every setting below after 6 seeds: half the cap.
-  assert result["allocation"] == {"runs": 8 * 2 * 6, "cap_runs": 8 * 2 * 12, "saving": 0.5}
+  # Every setting out of reach after its first 3 seeds (0/3: 3 failures): a quarter of the cap.
+  assert result["allocation"] == {"runs": 8 * 2 * 3, "cap_runs": 8 * 2 * 12, "saving": 0.75}
   assert search_result.format_result(result).splitlines() == [
     "phase 1: no width triple reaches 0.9 with probability >= q=0.5",
-    "seed allocation: 96 runs, 192 with max_seeds=12 for every setting (saving 50%)",
+    "seed allocation: 48 runs, 192 with max_seeds=12 for every setting (saving 75%)",
   ]
 
 

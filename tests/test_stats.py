@@ -194,35 +194,78 @@ def test_allocation_stops_a_level_as_soon_as_a_candidate_is_above():
     },
     allocation,
   )
-  # 2 seeds each, then 4 (0/4 has upper 0.60: nothing settled), then 6: 6/6 is above.
-  assert rounds == [12, 12, 12]
-  assert counts["sure"] == {"s1": (0, 6), "s2": (6, 6)}
+  # 2 seeds each. With a cap of 6 only 6 of 6 is above q = 0.5 (5/6 has lower bound
+  # 0.36), so one failure puts a setting out of reach: only sure's s2 goes on, to 6/6.
+  assert rounds == [12, 2, 2]
+  assert counts["sure"] == {"s1": (0, 2), "s2": (6, 6)}
+  assert counts["coin"] == {"s1": (1, 2), "s2": (1, 2)}
+  # At a cap of 12 (10 of 12 needed), the coin's 2/3 is in reach and gets a second
+  # round beside sure's 3/3; the level settles when sure's 6/6 is above.
+  counts, rounds = simulate(
+    {
+      "sure": {"s1": NEVER, "s2": ALWAYS},
+      "coin": {"s1": ALTERNATE, "s2": ALTERNATE},
+      "bad": {"s1": NEVER, "s2": NEVER},
+    },
+    stats.Allocation(initial=3, step=3, cap=12),
+  )
+  assert rounds == [18, 9]
+  assert counts["sure"] == {"s1": (0, 3), "s2": (6, 6)}
   assert counts["coin"] == {"s1": (3, 6), "s2": (3, 6)}
+  assert counts["bad"] == {"s1": (0, 3), "s2": (0, 3)}
 
 
-def test_allocation_stops_settings_below_and_candidates_undecided_at_the_cap():
+def test_can_reach_is_whether_the_remaining_seeds_could_make_a_setting_above():
+  count, allocation = stats.Count, stats.Allocation(initial=3, step=3, cap=12)
+  # q = 0.5 at 95% and a cap of 12 need 10 of 12 (lower bound 0.516; 9/12: 0.428),
+  # so a setting is in reach while it has at most 2 failures.
+  assert stats.success_interval(10, 12).lower == pytest.approx(0.5159, abs=1e-4)
+  assert stats.success_interval(9, 12).lower == pytest.approx(0.4281, abs=1e-4)
+  assert stats.can_reach(count(0, 0), allocation)
+  assert stats.can_reach(count(1, 3), allocation)
+  assert stats.can_reach(count(4, 6), allocation)
+  assert not stats.can_reach(count(0, 3), allocation)
+  assert not stats.can_reach(count(3, 6), allocation)
+  # Past the cap (runs kept from an earlier allocation), the count itself decides.
+  assert stats.can_reach(count(13, 14), allocation)
+  assert not stats.can_reach(count(9, 14), allocation)
+  estimate = stats.estimate_candidate("c", {"s1": count(0, 3), "s2": count(1, 6)})
+  assert estimate.decision == stats.UNDECIDED  # 0/3: (0, 0.708), 1/6: (0.004, 0.641)
+  assert stats.out_of_reach(estimate, allocation)
+  estimate = stats.estimate_candidate("c", {"s1": count(0, 3), "s2": count(1, 3)})
+  assert not stats.out_of_reach(estimate, allocation)
+
+
+def test_allocation_stops_settings_out_of_reach_and_candidates_undecided_at_the_cap():
   allocation = stats.Allocation(initial=3, step=3, cap=12)
   counts, rounds = simulate(
     {
-      "bad": {"s1": NEVER, "s2": NEVER},  # 0/6: upper 0.459 < 0.5, below after round 2
-      "half": {"s1": NEVER, "s2": ALTERNATE},  # s1 below at 6; s2 undecided up to the cap
-      "third": {"s1": ONE_IN_THREE, "s2": NEVER},
+      "bad": {"s1": NEVER, "s2": NEVER},  # 0/3: 3 failures, out of reach after round 1
+      "half": {"s1": NEVER, "s2": ALTERNATE},  # s2: 2/3 in reach, 3/6 out
+      "third": {"s1": ONE_IN_THREE, "s2": NEVER},  # s1: 1/3 in reach, 2/6 out
     },
     allocation,
   )
-  assert counts["bad"] == {"s1": (0, 6), "s2": (0, 6)}
-  assert counts["half"] == {"s1": (0, 6), "s2": (6, 12)}
-  # 1/3 of the seeds: 2/6 (0.043, 0.777), 3/9 (0.075, 0.701), 4/12 (0.099, 0.651).
-  assert counts["third"] == {"s1": (4, 12), "s2": (0, 6)}
-  assert rounds == [18, 18, 6, 6]
+  assert counts["bad"] == {"s1": (0, 3), "s2": (0, 3)}
+  assert counts["half"] == {"s1": (0, 3), "s2": (3, 6)}
+  assert counts["third"] == {"s1": (2, 6), "s2": (0, 3)}
+  assert rounds == [18, 6]
   estimates = stats.estimate_all(counts)
-  assert [e.decision for e in estimates.values()] == [stats.BELOW, stats.UNDECIDED, stats.UNDECIDED]
-  assert sum(rounds) == 48 < 3 * 2 * 12  # the saving against the cap
+  # 0/3 has upper bound 0.708: undecided, but none of them could be above within 12.
+  assert [e.decision for e in estimates.values()] == [stats.UNDECIDED] * 3
+  assert all(stats.out_of_reach(e, allocation) for e in estimates.values())
+  assert sum(rounds) == 24 < 3 * 2 * 12  # the saving against the cap
+  # A setting in reach to the end stays undecided at the cap: 9 of 12 (ALTERNATE
+  # would be out of reach; three successes then one failure stays in reach to 9/12).
+  counts, rounds = simulate({"near": {"s1": lambda r: r % 4 != 3}}, allocation, ("s1",))
+  assert counts["near"] == {"s1": (9, 12)}
+  assert rounds == [3, 3, 3, 3]
+  assert stats.estimate_all(counts)["near"].decision == stats.UNDECIDED
 
 
 def test_allocation_settles_at_once_when_a_candidate_is_already_above():
   count = stats.Count
-  allocation = stats.Allocation(initial=2, step=2, cap=6)
+  allocation = stats.Allocation(initial=2, step=2, cap=12)
   level = {"a": {"s1": count(6, 6)}, "b": {"s1": count(1, 2)}}
   assert stats.next_seeds(level, allocation) == {}
   # A new candidate joining a settled level is still brought up to the first round.
@@ -230,7 +273,7 @@ def test_allocation_settles_at_once_when_a_candidate_is_already_above():
     ("b", "s1"): 4,
     ("c", "s1"): 2,
   }
-  # A step past the cap stops at the cap.
-  odd = stats.Allocation(initial=2, step=3, cap=6)
-  assert stats.next_seeds({"b": {"s1": count(2, 4)}}, odd) == {("b", "s1"): 6}
-  assert stats.next_seeds({"b": {"s1": count(3, 6)}}, odd) == {}
+  # A step past the cap stops at the cap (a cap of 7 needs 7 of 7; 5/5 is undecided).
+  odd = stats.Allocation(initial=2, step=3, cap=7)
+  assert stats.next_seeds({"b": {"s1": count(5, 5)}}, odd) == {("b", "s1"): 7}
+  assert stats.next_seeds({"b": {"s1": count(6, 7)}}, odd) == {}
