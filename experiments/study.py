@@ -28,7 +28,7 @@ from ml_collections import config_flags
 from cubist import engine
 from cubist import store as store_ops
 from experiments import cli
-from search import study, study_cost, study_runner
+from search import study, study_cost, study_runner, study_stores
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Config file (experiments/configs/study.py).", lock_config=True
@@ -123,7 +123,7 @@ def main(argv):
     return
   shard_index, num_shards = _shard()
   workdir = cli.check_workdir(_WORKDIR.value)
-  for target in study.store_targets(config, workdir, shard_index, num_shards):
+  for target in study_stores.store_targets(config, workdir, shard_index, num_shards):
     store_ops.check_layout(target.path)
     store_ops.check_writable(target.path, target.sweep_name, target.fingerprint)
   stop = cli.StopRequest().install()  # Ctrl-C / SIGTERM: stop after the committed chunk

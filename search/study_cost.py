@@ -17,16 +17,18 @@ import numpy as np
 
 from search.study import (
   PLAIN,
-  Done,
   Family,
   Job,
   StudyConfig,
   count,
-  done,
-  read_answers,
   resolve,
   selected_families,
   workload,
+)
+from search.study_stores import (
+  Done,
+  done,
+  read_answers,
 )
 
 # --- Projection ----------------------------------------------------------------------

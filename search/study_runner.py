@@ -22,12 +22,14 @@ from search.study import (
   count,
   execution_order,
   fingerprint,
+  resolve,
+  selected_families,
+)
+from search.study_stores import (
   finished_rows,
   phase1_answer,
   read_answers,
   record_answers,
-  resolve,
-  selected_families,
 )
 
 # --- Running it --------------------------------------------------------------------

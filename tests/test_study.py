@@ -31,7 +31,7 @@ from cubist import store as store_ops
 from cubist.specs import ExperimentSpec
 from experiments import bench_pruning, projection
 from experiments.configs import study as study_configs
-from search import grids, phases, study, study_cost, study_runner
+from search import grids, phases, study, study_cost, study_runner, study_stores
 from search.pruning import registry
 from tests.rows import stored_row
 
@@ -267,7 +267,7 @@ def test_adaptive_plan_waits_for_phase1_then_follows_its_answers(tiny):
   phase2 = _rows(workdir / "random_phase2_50")
   assert {(r["d1"], r["d2"], r["d3"]) for r in phase2.values()} == {tuple(answer)}
   family = next(f for f in study.all_families(config) if f.name == "fixed50_phase1")
-  fixed = study.resolve(config, family, study.read_answers(config, workdir))
+  fixed = study.resolve(config, family, study_stores.read_answers(config, workdir))
   assert fixed.search.phase1_budget == mask_ops.dense_parameter_count(answer)
   # Every family trained exactly what the plan counts, each in its own sub-workdir.
   after = {p.family.name: p for p in study_cost.plan(config, workdir)}
