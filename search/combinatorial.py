@@ -44,6 +44,7 @@ from search import search_result, stats
 from search.phases import (
   SearchConfig,
   hyperparameters,
+  level_mask_triple_count,
   level_mask_triples,
   mask_config_label,
   network_masks,
@@ -218,8 +219,11 @@ class Search:
     config = self.config
     if config.robust:
       return self._phase2_robust(widths)
-    table, answer = [], None
+    table, answer, stopped = [], None, None
     for level in phase2_levels(config, widths):
+      stopped = self._over_budget(widths, level)
+      if stopped:
+        break
       triples = list(level_mask_triples(config, widths, level))
       if not triples:
         continue
@@ -257,7 +261,22 @@ class Search:
         }
         if not config.all_levels:
           break
-    return {**(answer or {"mask_config": None}), "levels": table}
+    return _phase2_result(answer, table, stopped)
+
+  def _over_budget(self, widths, level: int) -> dict | None:
+    """Where phase 2 stops for `phase2_max_masks` (logged), or None to go on."""
+    config = self.config
+    if config.phase2_max_masks is None:
+      return None
+    count = level_mask_triple_count(config, widths, level)
+    if count <= config.phase2_max_masks:
+      return None
+    stopped = {**_level_counts(level, widths), "mask_triples": count}
+    self.log(
+      f"phase 2: stopped before weight nnz {stopped['weight_nnz']}: {count:,} mask triples > "
+      f"phase2_max_masks={config.phase2_max_masks:,} (raise it and rerun to go on)"
+    )
+    return stopped
 
   # --- The robust rule ---------------------------------------------------------
 
@@ -356,8 +375,11 @@ class Search:
     """`phase2` under the robust rule: the sparsest level with a mask above q, and the
     per-level table (one mask per relabelling class under a random init)."""
     config = self.config
-    table, answer = [], None
+    table, answer, stopped = [], None, None
     for level in phase2_levels(config, widths):
+      stopped = self._over_budget(widths, level)
+      if stopped:
+        break
       triples = phase2_candidates(config, widths, level_mask_triples(config, widths, level))
       if not triples:
         continue
@@ -396,7 +418,7 @@ class Search:
         }
         if not config.all_levels:
           break
-    return {**(answer or {"mask_config": None}), "levels": table}
+    return _phase2_result(answer, table, stopped)
 
   def run(self) -> dict:
     """Both phases; writes search.json and the sparsest model's npz to the workdir."""
@@ -468,6 +490,15 @@ def _success_record(estimate: stats.SettingEstimate) -> dict:
   """A setting's success probability as search.json fields."""
   lr, schedule = estimate.setting
   return {"lr": lr, "schedule": schedule, **stats.interval_record(estimate.interval)}
+
+
+def _phase2_result(answer: dict | None, table: list, stopped: dict | None) -> dict:
+  """Phase 2's answer (or mask_config None), its level table, and where the
+  phase2_max_masks budget stopped it, if it did."""
+  result = {**(answer or {"mask_config": None}), "levels": table}
+  if stopped is not None:
+    result["stopped"] = stopped
+  return result
 
 
 def _level_counts(level: int, widths) -> dict:

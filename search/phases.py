@@ -100,6 +100,13 @@ class SearchConfig:
   # Stop after phase 1 (e.g. the long 99.5% search in stages); rerunning without
   # it resumes the same workdir into phase 2.
   phase1_only: bool = False
+  # A budget (not in the reference): phase 2 stops before the first level with more
+  # than this many mask triples (per-layer orbits, before relabelling classes). Its
+  # levels grow combinatorially inside wide networks (inside (5, 6, 3): 1,800 triples
+  # at 20 weights, 1,000,920 at 22), so an exhaustive walk can be out of reach; the
+  # search then says where it stopped, and the dense phase-1 network stays the
+  # sparsest model known to reach the target. Defines no run: raise it and resume.
+  phase2_max_masks: int | None = None
   rule: str = REFERENCE
   q: float = stats.DEFAULT_Q
   confidence: float = stats.DEFAULT_CONFIDENCE
@@ -151,6 +158,10 @@ class SearchConfig:
         raise ValueError(f"lr={lr} must be > 0 and finite")
     if self.repeats < 1:
       raise ValueError(f"repeats={self.repeats} must be >= 1")
+    if self.phase2_max_masks is not None and not (
+      isinstance(self.phase2_max_masks, int) and self.phase2_max_masks >= 1
+    ):
+      raise ValueError(f"phase2_max_masks={self.phase2_max_masks} must be an integer >= 1")
     probe = ExperimentSpec(seed=0, lr=0.1, epochs=self.epochs, width=self.width, init=self.init)
     for lr, schedule in itertools.product(self.lrs, self.schedules):
       spec_ops.validate(dataclasses.replace(probe, lr=lr, schedule=schedule))
@@ -165,7 +176,7 @@ class SearchConfig:
     training semantics; the fallback settings define none, and the robust
     rule's fields enter only a robust search's hash."""
     fields = dataclasses.asdict(self)
-    for name in ("phase1_fallback", "max_fallbacks", "phase1_only"):
+    for name in ("phase1_fallback", "max_fallbacks", "phase1_only", "phase2_max_masks"):
       fields.pop(name)
     if not self.robust:
       for name in ("rule",) + ROBUST_FIELDS:
@@ -263,6 +274,25 @@ def level_mask_triples(config: SearchConfig, widths, level: int):
         counts[1] = min(counts[1], config.cap_w2)
       for i1, i2, i3 in itertools.product(*(range(c) for c in counts)):
         yield (n1, i1), (n2, i2), (n3, i3)
+
+
+def level_mask_triple_count(config: SearchConfig, widths, level: int) -> int:
+  """How many triples `level_mask_triples` yields, counted without enumerating them."""
+  if config.reference_caps and level >= config.cap_sum:
+    return 0
+  shapes = layer_shapes(widths)
+  ranges = [enum.nnz_range(*shape) for shape in shapes]
+  total = 0
+  for n1 in ranges[0]:
+    for n2 in ranges[1]:
+      n3 = level - n1 - n2
+      if n3 not in ranges[2]:
+        continue
+      counts = [enum.count_layer_masks(*shape, n) for shape, n in zip(shapes, (n1, n2, n3))]
+      if config.reference_caps:
+        counts[1] = min(counts[1], config.cap_w2)
+      total += math.prod(counts)
+  return total
 
 
 def mask_config_label(triple) -> str:

@@ -142,6 +142,14 @@ def format_result(result: dict) -> str:
     )
     if robust:
       lines.append(f"  {_success_text(phase2['success'], config)}")
+  elif phase2.get("stopped"):
+    stopped = phase2["stopped"]
+    lines.append(
+      f"phase 2: no mask {reaches} below weight nnz {stopped['weight_nnz']}, where it stopped "
+      f"({stopped['mask_triples']:,} mask triples > phase2_max_masks="
+      f"{config['phase2_max_masks']:,}); the dense phase-1 network is the sparsest model "
+      "known to reach it"
+    )
   else:
     lines.append(f"phase 2: no mask {reaches}")
   return "\n".join(lines + _allocation_lines(result))

@@ -326,6 +326,12 @@ CASES = [
     ("target=1.5 (150%) must be in (0, 1]",),
   ),
   Case(
+    "search phase-2 budget not a positive integer",
+    "search",
+    ("--config=experiments/configs/search.py:phase2_max_masks=0", W),
+    ("search config option phase2_max_masks='0' is not an integer >= 1",),
+  ),
+  Case(
     "search unknown option",
     "search",
     ("--config=experiments/configs/search.py:targte=95", W),

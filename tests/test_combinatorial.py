@@ -967,7 +967,7 @@ def test_binary_rejects_an_unknown_config_option(tmp_path):
   assert proc.returncode != 0
   assert "unknown search config option(s) ['targte']" in proc.stderr
   assert (
-    "known: ['canonical', 'exhaustive', 'fallback', 'fixed', 'phase1_only', 'q', 'quick', 'reference_caps', 'rule', 'target']"
+    "known: ['canonical', 'exhaustive', 'fallback', 'fixed', 'phase1_only', 'phase2_max_masks', 'q', 'quick', 'reference_caps', 'rule', 'target']"
     in proc.stderr
   )
   assert not (tmp_path / "w").exists()

@@ -303,7 +303,14 @@ def test_robust_fields_enter_only_a_robust_search_fingerprint():
   # A reference search hashes exactly the fields it hashed before the robust rule
   # existed, so the stores it made are still its own.
   before = dataclasses.asdict(reference)
-  for name in ("phase1_fallback", "max_fallbacks", "phase1_only", "rule", *phases.ROBUST_FIELDS):
+  for name in (
+    "phase1_fallback",
+    "max_fallbacks",
+    "phase1_only",
+    "phase2_max_masks",
+    "rule",
+    *phases.ROBUST_FIELDS,
+  ):
     before.pop(name)
   before.update(init="random", semantics=SEMANTICS_VERSION)
   expected = hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()
@@ -549,3 +556,65 @@ def test_robust_section_writes_its_figure_and_tables(report_rows, tmp_path):
   assert len((tmp_path / "search_success.csv").read_text().splitlines()) == 1 + 2
   empty = robust.robust_section([], [], [REPORT_TARGET], tmp_path / "none")
   assert "No pruning runs with a budget and no combinatorial search" in empty[2]
+
+
+# --- The phase-2 budget ------------------------------------------------------------------
+
+
+def test_level_mask_triple_count_counts_what_the_level_yields():
+  for config, widths in [
+    (phases.SearchConfig(target=0.9), (3, 3, 3)),
+    (phases.SearchConfig(target=0.995, reference_caps=True), (7, 2, 4)),
+  ]:
+    for level in phases.phase2_levels(config, widths)[:6] + [config.cap_sum]:
+      assert phases.level_mask_triple_count(config, widths, level) == len(
+        list(phases.level_mask_triples(config, widths, level))
+      )
+
+
+@pytest.mark.parametrize("rule", ["reference", "robust"])
+def test_phase2_max_masks_stops_before_a_level_too_large_and_resumes(tmp_path, monkeypatch, rule):
+  # Inside (2, 2, 2) the hidden-nnz levels 6, 7, 8, ... hold 1, 6, 15, 20, 15, 6, 1 mask
+  # triples; nothing reaches the target, so only the budget stops the walk.
+  store = SyntheticStore(monkeypatch, lambda spec: success(False))
+  fields = dict(ROBUST, rule=rule, phase1_widths=(2, 2, 2))
+  config = phases.SearchConfig(**fields, phase2_max_masks=10)
+  assert config.fingerprint() == phases.SearchConfig(**fields).fingerprint()
+  result = comb.Search(config, tmp_path, **quiet()).run()
+  phase2 = result["phase2"]
+  assert phase2["mask_config"] is None
+  assert [level["hidden_nnz"] for level in phase2["levels"]] == [6, 7]
+  assert phase2["stopped"] == {
+    "hidden_nnz": 8,
+    "weight_nnz": 10,
+    "model_nnz": 17,
+    "mask_triples": 15,
+  }
+  assert (
+    json.loads((tmp_path / "search.json").read_text())["phase2"]["stopped"] == (phase2["stopped"])
+  )
+  assert search_result.format_result(result).splitlines()[-1 if rule == "reference" else -2] == (
+    "phase 2: no mask reaches 0.9"
+    + (" with probability >= q=0.5" if rule == "robust" else "")
+    + " below weight nnz 10, where it stopped (15 mask triples > phase2_max_masks=10); "
+    "the dense phase-1 network is the sparsest model known to reach it"
+  )
+  trained = len(store.rows)
+  # Raised budget, same store: levels 6 and 7 are read back, the walk goes on to the end.
+  store.trained.clear()
+  again = comb.Search(dataclasses.replace(config, phase2_max_masks=None), tmp_path, **quiet())
+  result = again.run()
+  assert "stopped" not in result["phase2"]
+  assert [level["hidden_nnz"] for level in result["phase2"]["levels"]] == list(range(6, 13))
+  new = [spec for chunk in store.trained for spec in chunk]
+  assert new and all(parse_hidden_nnz(spec) >= 8 for spec in new)
+  assert len(store.rows) == trained + len(new)
+
+
+def parse_hidden_nnz(spec) -> int:
+  return sum(n for n, _ in phases.parse_mask_config(spec.mask_config))
+
+
+def test_phase2_max_masks_must_be_a_positive_integer():
+  with pytest.raises(ValueError, match="phase2_max_masks=0 must be an integer >= 1"):
+    phases.SearchConfig(target=0.9, phase2_max_masks=0).validate()

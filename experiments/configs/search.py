@@ -22,6 +22,9 @@ Variants, comma-separated after the file name:
   fallback                    extension: if phase 2 finds no mask inside the phase-1 widths,
                               continue with the next triple that reached the target in phase 1
   phase1_only                 stop after phase 1 (rerun without it to continue into phase 2)
+  phase2_max_masks=N          a budget (extension): phase 2 stops before the first level with
+                              more than N mask triples (inside wide phase-1 widths the levels
+                              grow to millions) and says where; raise N and rerun to go on
   quick                       the demo: widths 1..3, 10 epochs, constant schedule, target 70%
   rule=reference | rule=robust
                               how a candidate is judged: `reference` (default, the paper's)
@@ -56,7 +59,7 @@ Any field can also be overridden, e.g. `--config.epochs=20`.
 
 import ml_collections
 
-from experiments.configs.common import number, parse_options
+from experiments.configs.common import integer, number, parse_options
 from search import grids, stats
 
 KNOWN = {
@@ -68,6 +71,7 @@ KNOWN = {
   "quick",
   "fallback",
   "phase1_only",
+  "phase2_max_masks",
   "rule",
   "q",
 }
@@ -98,6 +102,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.phase1_fallback = "fallback" in options
   config.max_fallbacks = 8
   config.phase1_only = "phase1_only" in options
+  config.phase2_max_masks = ml_collections.FieldReference(None, field_type=int)
+  if "phase2_max_masks" in options:
+    config.phase2_max_masks = integer(options, "phase2_max_masks", 1, "search")
   config.rule = options.get("rule", "reference")  # checked by SearchConfig
   config.q = number(options, "q", stats.DEFAULT_Q, "search")
   config.confidence = stats.DEFAULT_CONFIDENCE
