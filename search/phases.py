@@ -12,7 +12,8 @@ each candidate once per setting and repeat and asks whether its best accuracy
 reaches the target. `rule="robust"` asks whether its best setting reaches the
 target with probability >= q, at the lower bound of an exact interval; seeds
 are allocated in rounds (search/stats.py: initial_seeds per setting, then
-seed_step more to undecided candidates, up to max_seeds), and under a random
+seed_step more to undecided settings that could still clear q, up to
+max_seeds), and under a random
 init only one mask per relabelling class is trained (§D.4), so the seeds go to
 distinct experiments.
 
