@@ -33,14 +33,14 @@ import sqlite3
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, NamedTuple
+from typing import Callable, Hashable, Iterable
 
 import numpy as np
 
 from cubist import engine
 from cubist import store as store_ops
 from cubist.specs import ExperimentSpec
-from search import search_result, stats
+from search import robust_levels, search_result, stats
 from search.phases import (
   SearchConfig,
   hyperparameters,
@@ -285,7 +285,7 @@ class Search:
     levels: list[list[Hashable]],
     spec_of: Callable[[Hashable, tuple, int], ExperimentSpec],
     candidate_of: Callable[[dict], Hashable],
-  ) -> list["LevelOutcome"]:
+  ) -> list["robust_levels.LevelOutcome"]:
     """Train the candidates of `levels` in seed rounds until each level is settled.
 
     levels: [[candidate, ...], ...], candidates distinct across levels.
@@ -303,7 +303,7 @@ class Search:
     rows = []
     while True:
       counts = stats.success_counts(
-        rows, candidate_of, _setting_of, config.target, candidates, grid
+        rows, candidate_of, robust_levels.setting_of, config.target, candidates, grid
       )
       specs = [
         spec_of(candidate, setting, repeat)
@@ -325,7 +325,7 @@ class Search:
         {c: counts[c] for c in level}, allocation.q, allocation.confidence
       )
       out_of_reach = sum(stats.out_of_reach(e, allocation) for e in estimates.values())
-      outcome = LevelOutcome(
+      outcome = robust_levels.LevelOutcome(
         estimates, level_rows, allocation.cap * len(grid) * len(level), out_of_reach
       )
       self.allocated["runs"] += len(level_rows)
@@ -352,15 +352,21 @@ class Search:
       outcomes = self._allocate(
         [list(triples) for _, triples in group],
         lambda triple, setting, repeat: phase1_spec(config, triple, *setting, repeat),
-        _triple_of,
+        robust_levels.triple_of,
       )
       reaching = []
       for (count, triples), outcome in zip(group, outcomes):
         table.append(
-          {"dense_params": count, "triples": len(triples), **_level_summary(outcome, tuple)}
+          {
+            "dense_params": count,
+            "triples": len(triples),
+            **robust_levels.level_summary(outcome, tuple),
+          }
         )
         for estimate in stats.ranked_above(outcome.estimates, tuple):
-          fields, _ = _robust_answer(estimate, outcome.rows, _triple_of, config.target)
+          fields, _ = robust_levels.robust_answer(
+            estimate, outcome.rows, robust_levels.triple_of, config.target
+          )
           reaching.append({"widths": estimate.candidate, "dense_params": count, **fields})
       done = table[-len(group) :]
       self.log(
@@ -389,9 +395,9 @@ class Search:
         lambda label, setting, repeat: phase2_spec(
           config, widths, parse_mask_config(label), *setting, repeat, masks[label]
         ),
-        _mask_of,
+        robust_levels.mask_of,
       )
-      summary = _level_summary(outcome, parse_mask_config)
+      summary = robust_levels.level_summary(outcome, parse_mask_config)
       counts = _level_counts(level, widths)
       weight_nnz = counts["weight_nnz"]
       table.append(
@@ -408,7 +414,9 @@ class Search:
       )
       above = stats.ranked_above(outcome.estimates, parse_mask_config)
       if above and answer is None:
-        fields, self._winner_row = _robust_answer(above[0], outcome.rows, _mask_of, config.target)
+        fields, self._winner_row = robust_levels.robust_answer(
+          above[0], outcome.rows, robust_levels.mask_of, config.target
+        )
         answer = {
           "widths": tuple(widths),
           "mask_config": above[0].candidate,
@@ -463,35 +471,6 @@ class Search:
     return result
 
 
-class LevelOutcome(NamedTuple):
-  """One level after its seed rounds: every candidate's estimate, the rows of
-  its runs, the runs max_seeds per setting would have cost, and how many undecided
-  candidates were stopped because no setting could be above q within max_seeds."""
-
-  estimates: dict[Hashable, stats.CandidateEstimate]
-  rows: list[dict]
-  cap_runs: int
-  out_of_reach: int
-
-
-def _setting_of(row: dict) -> tuple[float, str]:
-  return (row["lr"], row["schedule"])
-
-
-def _triple_of(row: dict) -> tuple[int, int, int]:
-  return (row["d1"], row["d2"], row["d3"])
-
-
-def _mask_of(row: dict) -> str:
-  return row["mask_config"]
-
-
-def _success_record(estimate: stats.SettingEstimate) -> dict:
-  """A setting's success probability as search.json fields."""
-  lr, schedule = estimate.setting
-  return {"lr": lr, "schedule": schedule, **stats.interval_record(estimate.interval)}
-
-
 def _phase2_result(answer: dict | None, table: list, stopped: dict | None) -> dict:
   """Phase 2's answer (or mask_config None), its level table, and where the
   phase2_max_masks budget stopped it, if it did."""
@@ -507,45 +486,3 @@ def _level_counts(level: int, widths) -> dict:
   biases and the output bias (the same for both rules)."""
   weight_nnz = level + widths[2]
   return {"hidden_nnz": level, "weight_nnz": weight_nnz, "model_nnz": weight_nnz + sum(widths) + 1}
-
-
-def _level_summary(outcome: LevelOutcome, order_key) -> dict:
-  """A robust level's table fields: runs used (and at the cap), the best accuracy
-  of any run, how many candidates are above q and undecided (and of those, out of
-  reach within max_seeds), and the most convincing candidate with its best setting's success probability."""
-  ok = [r["accuracy"] for r in outcome.rows if r["status"] == "ok" and r["accuracy"] is not None]
-  decisions = [e.decision for e in outcome.estimates.values()]
-  best = stats.most_convincing(outcome.estimates.values(), order_key)
-  label = best.candidate if isinstance(best.candidate, str) else "x".join(map(str, best.candidate))
-  return {
-    "runs": len(outcome.rows),
-    "cap_runs": outcome.cap_runs,
-    "best_accuracy": max((a for a in ok if a == a), default=float("nan")),
-    "reached": decisions.count(stats.ABOVE),
-    "undecided": decisions.count(stats.UNDECIDED),
-    "out_of_reach": outcome.out_of_reach,
-    "best_mask_config": label,
-    "best_success": _success_record(best.best),
-  }
-
-
-def _robust_answer(
-  estimate: stats.CandidateEstimate, rows, candidate_of, target: float
-) -> tuple[dict, dict]:
-  """(answer fields, full row) of a candidate above q: its best setting's success
-  probability, and that setting's most accurate run (the model to save; above
-  q means at least one of its runs reaches the target)."""
-  runs = [
-    r
-    for r in rows
-    if candidate_of(r) == estimate.candidate
-    and _setting_of(r) == estimate.best.setting
-    and stats.is_success(r, target)
-  ]
-  row = max(runs, key=lambda r: r["accuracy"])
-  fields = {
-    "accuracy": row["accuracy"],
-    "row": search_result.public_row(row),
-    "success": _success_record(estimate.best),
-  }
-  return fields, row
