@@ -35,7 +35,7 @@ flags.adopt_module_key_flags(cli)  # --help lists --debug too
 
 def search_config(config) -> phases.SearchConfig:
   fields = config.to_dict()
-  for name in ("lrs", "schedules", "phase1_widths"):
+  for name in ("lrs", "phase2_lrs", "schedules", "phase1_widths"):
     if fields.get(name) is not None:
       fields[name] = tuple(fields[name])
   return phases.SearchConfig(**fields)

@@ -42,9 +42,11 @@ from cubist import store as store_ops
 from cubist.specs import ExperimentSpec
 from search import robust_levels, search_result, stats
 from search.phases import (
+  PHASE1,
+  PHASE2,
   SearchConfig,
   hyperparameters,
-  level_mask_triple_count,
+  level_mask_triple_counts,
   level_mask_triples,
   mask_config_label,
   network_masks,
@@ -268,7 +270,7 @@ class Search:
     config = self.config
     if config.phase2_max_masks is None:
       return None
-    count = level_mask_triple_count(config, widths, level)
+    count = level_mask_triple_counts(config, widths).get(level, 0)
     if count <= config.phase2_max_masks:
       return None
     stopped = {**_level_counts(level, widths), "mask_triples": count}
@@ -285,10 +287,12 @@ class Search:
     levels: list[list[Hashable]],
     spec_of: Callable[[Hashable, tuple, int], ExperimentSpec],
     candidate_of: Callable[[dict], Hashable],
+    phase: str,
   ) -> list["robust_levels.LevelOutcome"]:
     """Train the candidates of `levels` in seed rounds until each level is settled.
 
-    levels: [[candidate, ...], ...], candidates distinct across levels.
+    levels: [[candidate, ...], ...], candidates distinct across levels; phase:
+    PHASE1 or PHASE2 (whose learning rates the settings take).
     spec_of(candidate, (lr, schedule), repeat): its run; candidate_of(row): the
     inverse. Each level is allocated on its own (stats.next_seeds); the rounds
     of all levels train together so chunks stay full. A round gives a
@@ -298,7 +302,7 @@ class Search:
     identical runs.
     """
     config = self.config
-    allocation, grid = config.allocation(), hyperparameters(config)
+    allocation, grid = config.allocation(), hyperparameters(config, phase)
     candidates = [c for level in levels for c in level]
     rows = []
     while True:
@@ -353,6 +357,7 @@ class Search:
         [list(triples) for _, triples in group],
         lambda triple, setting, repeat: phase1_spec(config, triple, *setting, repeat),
         robust_levels.triple_of,
+        PHASE1,
       )
       reaching = []
       for (count, triples), outcome in zip(group, outcomes):
@@ -396,6 +401,7 @@ class Search:
           config, widths, parse_mask_config(label), *setting, repeat, masks[label]
         ),
         robust_levels.mask_of,
+        PHASE2,
       )
       summary = robust_levels.level_summary(outcome, parse_mask_config)
       counts = _level_counts(level, widths)

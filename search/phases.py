@@ -30,7 +30,7 @@ import hashlib
 import itertools
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -108,12 +108,21 @@ class SearchConfig:
   # search then says where it stopped, and the dense phase-1 network stays the
   # sparsest model known to reach the target. Defines no run: raise it and resume.
   phase2_max_masks: int | None = None
+  # Phase 2's learning rates where they differ from phase 1's (§C.3: the released
+  # 99.5% phase 2 trains at lr 0.05 only, phase 1 at {0.05, 0.1}); None: `lrs`.
+  phase2_lrs: tuple[float, ...] | None = None
   rule: str = REFERENCE
   q: float = stats.DEFAULT_Q
   confidence: float = stats.DEFAULT_CONFIDENCE
   initial_seeds: int = 3
   seed_step: int = 3
   max_seeds: int = 12
+
+  def lrs_of(self, phase: str) -> tuple[float, ...]:
+    """The learning rates `phase` (PHASE1 or PHASE2) trains with."""
+    if phase == PHASE2 and self.phase2_lrs is not None:
+      return tuple(self.phase2_lrs)
+    return tuple(self.lrs)
 
   @property
   def robust(self) -> bool:
@@ -144,6 +153,8 @@ class SearchConfig:
       stats.validate_allocation(self.allocation())
     if not self.lrs:
       raise ValueError("lrs must not be empty")
+    if self.phase2_lrs is not None and not self.phase2_lrs:
+      raise ValueError("phase2_lrs must not be empty (None: phase 2 uses lrs)")
     if not self.schedules:
       raise ValueError("schedules must not be empty")
     if isinstance(self.max_width, bool) or int(self.max_width) != self.max_width:
@@ -154,7 +165,7 @@ class SearchConfig:
       raise ValueError(f"max_width={self.max_width} is outside 1..{self.width}")
     if self.phase1_widths is not None:
       mask_ops.validate_widths(self.phase1_widths, self.width)
-    for lr in self.lrs:
+    for lr in self.lrs + tuple(self.phase2_lrs or ()):
       if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr={lr} must be > 0 and finite")
     if self.repeats < 1:
@@ -164,7 +175,7 @@ class SearchConfig:
     ):
       raise ValueError(f"phase2_max_masks={self.phase2_max_masks} must be an integer >= 1")
     probe = ExperimentSpec(seed=0, lr=0.1, epochs=self.epochs, width=self.width, init=self.init)
-    for lr, schedule in itertools.product(self.lrs, self.schedules):
+    for lr, schedule in itertools.product(self.lrs + tuple(self.phase2_lrs or ()), self.schedules):
       spec_ops.validate(dataclasses.replace(probe, lr=lr, schedule=schedule))
     if self.phase1_widths is None and not phase1_levels(self):
       raise ValueError(
@@ -179,6 +190,8 @@ class SearchConfig:
     fields = dataclasses.asdict(self)
     for name in ("phase1_fallback", "max_fallbacks", "phase1_only", "phase2_max_masks"):
       fields.pop(name)
+    if self.phase2_lrs is None:  # so searches from before the field keep their stores
+      fields.pop("phase2_lrs")
     if not self.robust:
       for name in ("rule",) + ROBUST_FIELDS:
         fields.pop(name)
@@ -187,14 +200,14 @@ class SearchConfig:
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def settings(config: SearchConfig):
-  """Every (lr, schedule, repeat) the reference rule trains each candidate with."""
-  return list(itertools.product(config.lrs, config.schedules, range(config.repeats)))
+def settings(config: SearchConfig, phase: str = PHASE1):
+  """Every (lr, schedule, repeat) the reference rule trains each candidate of `phase` with."""
+  return list(itertools.product(config.lrs_of(phase), config.schedules, range(config.repeats)))
 
 
-def hyperparameters(config: SearchConfig) -> list[tuple[float, str]]:
-  """Every (lr, schedule): the settings the robust rule estimates a probability for."""
-  return list(itertools.product(config.lrs, config.schedules))
+def hyperparameters(config: SearchConfig, phase: str = PHASE1) -> list[tuple[float, str]]:
+  """Every (lr, schedule) of `phase`: the settings the robust rule estimates a probability for."""
+  return list(itertools.product(config.lrs_of(phase), config.schedules))
 
 
 def _spec(config: SearchConfig, family: str, label: str, lr, schedule, repeat, **fields):
@@ -277,23 +290,25 @@ def level_mask_triples(config: SearchConfig, widths, level: int):
         yield (n1, i1), (n2, i2), (n3, i3)
 
 
-def level_mask_triple_count(config: SearchConfig, widths, level: int) -> int:
-  """How many triples `level_mask_triples` yields, counted without enumerating them."""
-  if config.reference_caps and level >= config.cap_sum:
-    return 0
+def level_mask_triple_counts(config: SearchConfig, widths) -> dict[int, int]:
+  """{hidden nnz level: mask triples}: what `level_mask_triples` yields per level,
+  counted (per-layer counts convolved) instead of enumerated. Under the reference
+  caps, W2 keeps at most cap_w2 masks per n2 and levels >= cap_sum are empty."""
   shapes = layer_shapes(widths)
-  ranges = [enum.nnz_range(*shape) for shape in shapes]
-  total = 0
-  for n1 in ranges[0]:
-    for n2 in ranges[1]:
-      n3 = level - n1 - n2
-      if n3 not in ranges[2]:
-        continue
-      counts = [enum.count_layer_masks(*shape, n) for shape, n in zip(shapes, (n1, n2, n3))]
-      if config.reference_caps:
-        counts[1] = min(counts[1], config.cap_w2)
-      total += math.prod(counts)
-  return total
+  per_layer = [
+    {n: enum.count_layer_masks(*shape, n) for n in enum.nnz_range(*shape)} for shape in shapes
+  ]
+  if config.reference_caps:
+    per_layer[1] = {n: min(c, config.cap_w2) for n, c in per_layer[1].items()}
+  levels = {0: 1}
+  for layer in per_layer:
+    combined = Counter()
+    for (total, ways), (n, count) in itertools.product(levels.items(), layer.items()):
+      combined[total + n] += ways * count
+    levels = dict(combined)
+  if config.reference_caps:
+    levels = {level: c for level, c in levels.items() if level < config.cap_sum}
+  return dict(sorted(levels.items()))
 
 
 def mask_config_label(triple) -> str:
@@ -367,6 +382,6 @@ def phase2_specs(config: SearchConfig, widths, triples) -> list[ExperimentSpec]:
   specs = []
   for triple in phase2_candidates(config, widths, triples):
     masks = network_masks(widths, triple, config.width)
-    for lr, schedule, repeat in settings(config):
+    for lr, schedule, repeat in settings(config, PHASE2):
       specs.append(phase2_spec(config, widths, triple, lr, schedule, repeat, masks))
   return specs

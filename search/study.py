@@ -51,7 +51,6 @@ plan is search/study_runner.py.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections import Counter
 from typing import NamedTuple
 
@@ -59,7 +58,6 @@ from cubist import masks as mask_ops
 from cubist import mlp, schedules
 from cubist import specs as spec_ops
 from cubist.specs import ExperimentSpec
-from search import enumeration as enum
 from search import grids, phases
 from search.pruning import families as pruning_families
 from search.pruning import registry
@@ -392,27 +390,6 @@ def _grid(config, family, widths, targets, repeats, init=spec_ops.RANDOM_INIT) -
 # --- Counting -------------------------------------------------------------------
 
 
-def phase2_level_counts(config: phases.SearchConfig, widths) -> dict[int, int]:
-  """{hidden nnz level: mask triples}: what `phases.level_mask_triples` yields per level,
-  counted (per-layer counts convolved) instead of enumerated. Under the reference
-  caps, W2 keeps at most cap_w2 masks per n2 and levels >= cap_sum are empty."""
-  shapes = phases.layer_shapes(widths)
-  per_layer = [
-    {n: enum.count_layer_masks(*shape, n) for n in enum.nnz_range(*shape)} for shape in shapes
-  ]
-  if config.reference_caps:
-    per_layer[1] = {n: min(c, config.cap_w2) for n, c in per_layer[1].items()}
-  levels = {0: 1}
-  for layer in per_layer:
-    combined = Counter()
-    for (total, ways), (n, count) in itertools.product(levels.items(), layer.items()):
-      combined[total + n] += ways * count
-    levels = dict(combined)
-  if config.reference_caps:
-    levels = {level: c for level, c in levels.items() if level < config.cap_sum}
-  return dict(sorted(levels.items()))
-
-
 def phase1_triples(config: phases.SearchConfig) -> list[tuple[int, int, int]]:
   return [t for _, triples in phases.phase1_levels(config) for t in triples]
 
@@ -425,10 +402,10 @@ def count(job: Job) -> int | None:
     return len(job.specs)
   if job.search is None:
     return 0
-  settings = len(phases.settings(job.search))
   if job.family.kind == PHASE1:
-    return len(phase1_triples(job.search)) * settings
-  return sum(phase2_level_counts(job.search, job.widths).values()) * settings
+    return len(phase1_triples(job.search)) * len(phases.settings(job.search, phases.PHASE1))
+  settings = len(phases.settings(job.search, phases.PHASE2))
+  return sum(phases.level_mask_triple_counts(job.search, job.widths).values()) * settings
 
 
 def workload(job: Job) -> Counter:
@@ -440,7 +417,7 @@ def workload(job: Job) -> Counter:
     return Counter((s.method, s.width) for s in job.specs)
   if job.search is None:
     return Counter()
-  settings = len(phases.settings(job.search))
+  settings = len(phases.settings(job.search, phases.PHASE1))
   if job.family.kind == PHASE1:
     return Counter(
       {(PLAIN, w): n * settings for w, n in Counter(map(max, phase1_triples(job.search))).items()}

@@ -979,11 +979,21 @@ def test_binary_rejects_an_unknown_config_option(tmp_path):
     ("", dict(target=0.95, max_width=16, lrs=(0.05, 0.1), reference_caps=False)),
     (
       "target=99.5,reference_caps",
-      dict(target=0.995, lrs=(0.05,), reference_caps=True, cap_sum=33, cap_w2=3),
+      dict(
+        target=0.995,
+        lrs=(0.05, 0.1),
+        phase2_lrs=(0.05,),
+        reference_caps=True,
+        cap_sum=33,
+        cap_w2=3,
+      ),
     ),
     ("quick", dict(target=0.7, max_width=3, epochs=10, schedules=("constant",))),
     ("exhaustive,canonical", dict(exhaustive_phase1=True, all_levels=True, canonical=True)),
-    ("fixed=INIT,target=99.5,reference_caps", dict(cap_sum=31, cap_w2=6, lrs=(0.05,))),
+    (
+      "fixed=INIT,target=99.5,reference_caps",
+      dict(cap_sum=31, cap_w2=6, lrs=(0.05, 0.1), phase2_lrs=(0.05,)),
+    ),
   ],
 )
 def test_config_variants_give_valid_search_configs(tmp_path, arg, checks):

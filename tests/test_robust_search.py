@@ -26,6 +26,7 @@ from cubist import store as store_ops
 from cubist.semantics import SEMANTICS_VERSION
 from cubist.specs import ExperimentSpec
 from experiments import search as search_binary
+from experiments.configs import search as search_config_file
 from experiments.configs import search as search_configs
 from search import combinatorial as comb
 from search import phases, search_result, stats
@@ -308,6 +309,7 @@ def test_robust_fields_enter_only_a_robust_search_fingerprint():
     "max_fallbacks",
     "phase1_only",
     "phase2_max_masks",
+    "phase2_lrs",
     "rule",
     *phases.ROBUST_FIELDS,
   ):
@@ -561,13 +563,13 @@ def test_robust_section_writes_its_figure_and_tables(report_rows, tmp_path):
 # --- The phase-2 budget ------------------------------------------------------------------
 
 
-def test_level_mask_triple_count_counts_what_the_level_yields():
+def test_level_mask_triple_counts_count_what_each_level_yields():
   for config, widths in [
     (phases.SearchConfig(target=0.9), (3, 3, 3)),
     (phases.SearchConfig(target=0.995, reference_caps=True), (7, 2, 4)),
   ]:
     for level in phases.phase2_levels(config, widths)[:6] + [config.cap_sum]:
-      assert phases.level_mask_triple_count(config, widths, level) == len(
+      assert phases.level_mask_triple_counts(config, widths).get(level, 0) == len(
         list(phases.level_mask_triples(config, widths, level))
       )
 
@@ -618,3 +620,30 @@ def parse_hidden_nnz(spec) -> int:
 def test_phase2_max_masks_must_be_a_positive_integer():
   with pytest.raises(ValueError, match="phase2_max_masks=0 must be an integer >= 1"):
     phases.SearchConfig(target=0.9, phase2_max_masks=0).validate()
+
+
+# --- Phase 2's own learning rates --------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule", ["reference", "robust"])
+def test_phase2_lrs_apply_to_phase2_only(tmp_path, monkeypatch, rule):
+  # §C.3: the released 99.5% phase 2 trains at lr 0.05 only, phase 1 at {0.05, 0.1}.
+  store = SyntheticStore(monkeypatch, lambda spec: success(True))
+  monkeypatch.setattr(search_result, "save_model", lambda *args: Path("m.npz"))
+  config = phases.SearchConfig(**dict(ROBUST, rule=rule), phase2_lrs=(0.05,))
+  comb.Search(config, tmp_path, **quiet()).run()
+  specs = [s for chunk in store.trained for s in chunk]
+  assert {s.lr for s in specs if s.family == phases.PHASE1} == {0.05, 0.1}
+  assert {s.lr for s in specs if s.family == phases.PHASE2} == {0.05}
+  # None leaves the fingerprint as it was before the field (see the fingerprint test
+  # above); a value changes it.
+  plain = phases.SearchConfig(target=0.995)
+  assert plain.fingerprint() != phases.SearchConfig(target=0.995, phase2_lrs=(0.05,)).fingerprint()
+  with pytest.raises(ValueError, match="phase2_lrs must not be empty"):
+    phases.SearchConfig(target=0.995, phase2_lrs=()).validate()
+
+
+def test_reference_caps_at_99_5_keep_both_lrs_in_phase1():
+  config = search_config_file.get_config("target=99.5,reference_caps")
+  assert tuple(config.lrs) == (0.05, 0.1) and tuple(config.phase2_lrs) == (0.05,)
+  assert search_config_file.get_config("target=95").phase2_lrs is None

@@ -140,7 +140,7 @@ def test_phase2_level_counts_equal_the_enumeration(widths, caps):
   config = phases.SearchConfig(target=0.95)
   if caps:
     config = phases.SearchConfig(target=0.95, reference_caps=True, cap_sum=caps[0], cap_w2=caps[1])
-  counts = study.phase2_level_counts(config, widths)
+  counts = phases.level_mask_triple_counts(config, widths)
   enumerated = {
     level: len(list(phases.level_mask_triples(config, widths, level)))
     for level in phases.phase2_levels(config, widths)

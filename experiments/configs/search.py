@@ -16,7 +16,8 @@ wider networks, so hours).
 Variants, comma-separated after the file name:
   target=95 | target=99.5     the accuracy to reach (percent)
   fixed=PATH                  fixed-initialisation search from an npz init
-  reference_caps              the released 99.5% phase-2 restrictions (§D.3)
+  reference_caps              the released 99.5% phase-2 restrictions (§D.3) and its lr 0.05
+                              (§C.3; phase 1 keeps both learning rates)
   exhaustive                  phase 1 over all 4,096 triples; phase 2 over all levels
   canonical                   one mask per hidden-unit relabelling class (random init only)
   fallback                    extension: if phase 2 finds no mask inside the phase-1 widths,
@@ -116,8 +117,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.max_seeds = max(seeds[2], stats.seeds_to_establish(config.q, config.confidence))
   else:
     config.max_seeds = seeds[2]
+  config.phase2_lrs = ml_collections.FieldReference(None, field_type=tuple)
   if config.target > 0.99 and config.reference_caps:
-    config.lrs = (0.05,)  # §C.3: phase 2 at 99.5% uses lr 0.05 only
+    config.phase2_lrs = (0.05,)  # §C.3: phase 2 at 99.5% uses lr 0.05 only (phase 1 both)
   if "quick" in options:
     # Widths 1..3 and one setting (constant) for 10 epochs: phase 1 is
     # 54 runs and phase 2 a few hundred width-3 masks.
