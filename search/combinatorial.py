@@ -222,8 +222,9 @@ class Search:
     if config.robust:
       return self._phase2_robust(widths)
     table, answer, stopped = [], None, None
+    budget = self._budget_counts(widths)
     for level in phase2_levels(config, widths):
-      stopped = self._over_budget(widths, level)
+      stopped = self._over_budget(budget, widths, level)
       if stopped:
         break
       triples = list(level_mask_triples(config, widths, level))
@@ -265,12 +266,21 @@ class Search:
           break
     return _phase2_result(answer, table, stopped)
 
-  def _over_budget(self, widths, level: int) -> dict | None:
-    """Where phase 2 stops for `phase2_max_masks` (logged), or None to go on."""
-    config = self.config
-    if config.phase2_max_masks is None:
+  def _budget_counts(self, widths) -> dict[int, int] | None:
+    """{level: mask triples} inside `widths`, counted once per phase-2 walk, for
+    `_over_budget`; None without a phase2_max_masks budget."""
+    if self.config.phase2_max_masks is None:
       return None
-    count = level_mask_triple_counts(config, widths).get(level, 0)
+    return level_mask_triple_counts(self.config, widths)
+
+  def _over_budget(self, budget: dict[int, int] | None, widths, level: int) -> dict | None:
+    """Where phase 2 stops for `phase2_max_masks` (logged), or None to go on.
+
+    budget: `_budget_counts(widths)`."""
+    config = self.config
+    if budget is None:
+      return None
+    count = budget.get(level, 0)
     if count <= config.phase2_max_masks:
       return None
     stopped = {**_level_counts(level, widths), "mask_triples": count}
@@ -387,8 +397,9 @@ class Search:
     per-level table (one mask per relabelling class under a random init)."""
     config = self.config
     table, answer, stopped = [], None, None
+    budget = self._budget_counts(widths)
     for level in phase2_levels(config, widths):
-      stopped = self._over_budget(widths, level)
+      stopped = self._over_budget(budget, widths, level)
       if stopped:
         break
       triples = phase2_candidates(config, widths, level_mask_triples(config, widths, level))

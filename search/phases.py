@@ -155,6 +155,7 @@ class SearchConfig:
       raise ValueError("lrs must not be empty")
     if self.phase2_lrs is not None and not self.phase2_lrs:
       raise ValueError("phase2_lrs must not be empty (None: phase 2 uses lrs)")
+    every_lr = tuple(self.lrs) + tuple(self.phase2_lrs or ())
     if not self.schedules:
       raise ValueError("schedules must not be empty")
     if isinstance(self.max_width, bool) or int(self.max_width) != self.max_width:
@@ -165,7 +166,7 @@ class SearchConfig:
       raise ValueError(f"max_width={self.max_width} is outside 1..{self.width}")
     if self.phase1_widths is not None:
       mask_ops.validate_widths(self.phase1_widths, self.width)
-    for lr in self.lrs + tuple(self.phase2_lrs or ()):
+    for lr in every_lr:
       if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr={lr} must be > 0 and finite")
     if self.repeats < 1:
@@ -175,7 +176,7 @@ class SearchConfig:
     ):
       raise ValueError(f"phase2_max_masks={self.phase2_max_masks} must be an integer >= 1")
     probe = ExperimentSpec(seed=0, lr=0.1, epochs=self.epochs, width=self.width, init=self.init)
-    for lr, schedule in itertools.product(self.lrs + tuple(self.phase2_lrs or ()), self.schedules):
+    for lr, schedule in itertools.product(every_lr, self.schedules):
       spec_ops.validate(dataclasses.replace(probe, lr=lr, schedule=schedule))
     if self.phase1_widths is None and not phase1_levels(self):
       raise ValueError(
