@@ -96,10 +96,15 @@ def model_nnz(params: Params) -> jax.Array:
   return weight_nnz(params) + sum(jnp.count_nonzero(layer.bias, axis=-1) for layer in params)
 
 
-def dense_parameter_count(widths: tuple[int, int, int]) -> int:
-  """P(d1,d2,d3) = 2 d1 + d1 d2 + d2 d3 + d3 + (d1 + d2 + d3 + 1), for phase-1 selection."""
+def dense_weight_count(widths: tuple[int, int, int]) -> int:
+  """Weights of the dense 2 -> d1 -> d2 -> d3 -> 1 network: 2 d1 + d1 d2 + d2 d3 + d3."""
   d1, d2, d3 = widths
-  return 2 * d1 + d1 * d2 + d2 * d3 + d3 + (d1 + d2 + d3 + 1)
+  return 2 * d1 + d1 * d2 + d2 * d3 + d3
+
+
+def dense_parameter_count(widths: tuple[int, int, int]) -> int:
+  """P(d1,d2,d3): the dense weights and the d1 + d2 + d3 + 1 biases, for phase-1 selection."""
+  return dense_weight_count(widths) + sum(widths) + 1
 
 
 def connectivity(params: Params) -> dict[str, jax.Array]:

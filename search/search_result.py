@@ -147,12 +147,28 @@ def format_result(result: dict) -> str:
     lines.append(
       f"phase 2: no mask {reaches} below weight nnz {stopped['weight_nnz']}, where it stopped "
       f"({stopped['mask_triples']:,} mask triples > phase2_max_masks="
-      f"{config['phase2_max_masks']:,}); the dense phase-1 network is the sparsest model "
-      "known to reach it"
+      f"{config['phase2_max_masks']:,}){_dense_answer(phase1)}"
     )
   else:
-    lines.append(f"phase 2: no mask {reaches}")
+    lines.append(f"phase 2: no mask {reaches}{_dense_answer(phase1)}")
   return "\n".join(lines + _allocation_lines(result))
+
+
+def _dense_answer(phase1: dict) -> str:
+  """When phase 2 finds no mask, phase 1's dense network stays the sparsest model the
+  search found to reach the target (given widths: the sparsest known; this search did
+  not train them dense)."""
+  widths = tuple(phase1["widths"])
+  counts = (
+    f"weight nnz {mask_ops.dense_weight_count(widths)}, "
+    f"model nnz {mask_ops.dense_parameter_count(widths)}"
+  )
+  if phase1.get("given"):
+    return (
+      f"; the dense network at the given widths {widths} ({counts}) is the sparsest model "
+      "known to reach it"
+    )
+  return f"; the sparsest model found is phase 1's dense network {widths}, {counts}"
 
 
 def _success_text(success: dict, config: dict) -> str:

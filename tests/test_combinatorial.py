@@ -104,6 +104,7 @@ def test_phase1_levels_cover_every_triple_once_by_ascending_dense_count(max_widt
     assert sum(int(a.sum()) for layer in masks for a in layer) == mask_ops.dense_parameter_count(
       triple
     )
+    assert sum(int(layer[0].sum()) for layer in masks) == mask_ops.dense_weight_count(triple)
   assert levels[0] == (9, [(1, 1, 1)])
   if max_width == 16:
     assert levels[-1] == (609, [(16, 16, 16)])
@@ -569,7 +570,10 @@ def test_phase2_with_caps_and_no_answer(tmp_path, monkeypatch):
   assert [r["hidden_nnz"] for r in table] == [6, 7, 8]  # levels >= 9 are empty, not trained
   assert [r["masks"] for r in table] == [expected_level_count((2, 2, 2), lv, 1) for lv in (6, 7, 8)]
   assert all(triple_of(s.mask_config)[1][1] == 0 for chunk in trained for s in chunk)
-  assert search_result.format_result(result).splitlines()[-1] == "phase 2: no mask reaches 0.999"
+  assert search_result.format_result(result).splitlines()[-1] == (
+    "phase 2: no mask reaches 0.999; the dense network at the given widths (2, 2, 2) "
+    "(weight nnz 14, model nnz 21) is the sparsest model known to reach it"
+  )
 
 
 # --- 5. Seeds and resumability ---------------------------------------------------
@@ -1043,4 +1047,10 @@ def test_phase1_fallback_moves_to_the_next_reaching_triple(tmp_path, monkeypatch
   else:
     assert attempts == [first]
     assert result["phase2"]["mask_config"] is None
+    # Phase 1's dense (1, 1, 2) stays the answer: 2 + 1 + 2 + 2 = 7 weights, + 4 biases.
+    assert first == (1, 1, 2)
+    assert search_result.format_result(result).splitlines()[-1] == (
+      "phase 2: no mask reaches 0.9; the sparsest model found is phase 1's dense network "
+      "(1, 1, 2), weight nnz 7, model nnz 12"
+    )
   assert all(trained)

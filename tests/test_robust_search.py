@@ -599,7 +599,8 @@ def test_phase2_max_masks_stops_before_a_level_too_large_and_resumes(tmp_path, m
     "phase 2: no mask reaches 0.9"
     + (" with probability >= q=0.5" if rule == "robust" else "")
     + " below weight nnz 10, where it stopped (15 mask triples > phase2_max_masks=10); "
-    "the dense phase-1 network is the sparsest model known to reach it"
+    "the dense network at the given widths (2, 2, 2) (weight nnz 14, model nnz 21) is the "
+    "sparsest model known to reach it"
   )
   trained = len(store.rows)
   # Raised budget, same store: levels 6 and 7 are read back, the walk goes on to the end.

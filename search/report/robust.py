@@ -30,6 +30,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from cubist import masks as mask_ops
 from search import stats
 from search.report import analysis, plots
 from search.report.page import absent, collapsed, csv_link, image, paragraph, table, write_csv
@@ -125,11 +126,11 @@ def _search_setting(row: dict) -> tuple:
 
 def _candidate_weight_nnz(candidate: tuple, rows_nnz: dict) -> int:
   """Weights a search candidate's mask allows: a phase-2 mask's target_nnz, a phase-1
-  triple's dense weight count 2 d1 + d1 d2 + d2 d3 + d3."""
+  triple's dense weight count."""
   family, d1, d2, d3, _ = candidate
   if family == "phase2" and rows_nnz.get(candidate) is not None:
     return int(rows_nnz[candidate])
-  return 2 * d1 + d1 * d2 + d2 * d3 + d3
+  return mask_ops.dense_weight_count((d1, d2, d3))
 
 
 def search_success_frontier(
