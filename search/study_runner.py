@@ -125,9 +125,42 @@ def run(
     summaries.append(summary)
   if shard_index == 0:
     workdir.mkdir(parents=True, exist_ok=True)
-    record = {"config": dataclasses.asdict(config), "families": summaries}
-    (workdir / "study.json").write_text(json.dumps(record, indent=2, default=_jsonable))
+    path = workdir / "study.json"
+    record = study_record(config, summaries, _read_json(path))
+    path.write_text(json.dumps(record, indent=2, default=_jsonable))
   return summaries
+
+
+def study_record(config: StudyConfig, summaries: list[dict], earlier: dict | None) -> dict:
+  """DIR/study.json: this run's config and, after this run's family summaries, those of
+  earlier runs of the same plan that this run did not repeat.
+
+  A study run in stages (`families=a`, then `families=b`) so lists every family it has
+  run in DIR. An earlier record of another plan (its config differs in more than
+  `families`) is dropped: its families belong to runs this config does not describe.
+  earlier: the study.json found in DIR (None: none, or unreadable; the stores, not
+  this summary, are the truth).
+  """
+  config_json = json.loads(json.dumps(dataclasses.asdict(config), default=_jsonable))
+  kept = []
+  if earlier and _without_families(earlier.get("config")) == _without_families(config_json):
+    ran = {s["family"] for s in summaries}
+    kept = [s for s in earlier.get("families", []) if s.get("family") not in ran]
+  return {"config": config_json, "families": kept + summaries}
+
+
+def _without_families(config_json) -> dict | None:
+  if not isinstance(config_json, dict):
+    return None
+  return {k: v for k, v in config_json.items() if k != "families"}
+
+
+def _read_json(path: Path) -> dict | None:
+  try:
+    record = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return None
+  return record if isinstance(record, dict) else None
 
 
 def _answers_summary(config, family, job, rows) -> dict:

@@ -202,6 +202,28 @@ def test_a_store_of_another_sweep_is_reported_and_refused_before_anything_change
 # --- 2. Projection: the benchmarks' own arithmetic ------------------------------------
 
 
+def test_study_json_keeps_the_families_of_earlier_stages_of_the_same_plan():
+  """A study run in stages lists every family it ran; another plan's record is dropped."""
+  first = config_of("reference,families=fixed95_prune")
+  second = config_of("reference,families=fixed95_phase1+fixed95_phase2")
+  a, b, c = (
+    {"family": name, "experiments": n}
+    for name, n in (("fixed95_prune", 9720), ("fixed95_phase1", 558), ("fixed95_phase2", 2496))
+  )
+  earlier = study_runner.study_record(first, [a], None)
+  assert earlier["families"] == [a] and earlier["config"]["families"] == ["fixed95_prune"]
+  stored = json.loads(json.dumps(earlier))  # as read back from study.json
+  record = study_runner.study_record(second, [b, c], stored)
+  assert record["families"] == [a, b, c]
+  assert record["config"]["families"] == ["fixed95_phase1", "fixed95_phase2"]
+  # Rerunning a family replaces its summary instead of listing it twice.
+  again = dict(a, experiments=1)
+  assert study_runner.study_record(first, [again], record)["families"] == [b, c, again]
+  # Another plan (here: other methods) keeps nothing of the earlier record.
+  other = config_of("reference,families=fixed95_phase1,methods=snip")
+  assert study_runner.study_record(other, [b], stored)["families"] == [b]
+
+
 def test_projection_matches_the_benchmarks_projections():
   bench = json.loads((ROOT / "bench.json").read_text())
   pruning = json.loads((ROOT / "bench_pruning.json").read_text())
