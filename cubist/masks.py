@@ -102,9 +102,14 @@ def dense_weight_count(widths: tuple[int, int, int]) -> int:
   return 2 * d1 + d1 * d2 + d2 * d3 + d3
 
 
+def dense_bias_count(widths: tuple[int, int, int]) -> int:
+  """Biases of the 2 -> d1 -> d2 -> d3 -> 1 network: d1 + d2 + d3 hidden and the output's."""
+  return sum(widths) + 1
+
+
 def dense_parameter_count(widths: tuple[int, int, int]) -> int:
-  """P(d1,d2,d3): the dense weights and the d1 + d2 + d3 + 1 biases, for phase-1 selection."""
-  return dense_weight_count(widths) + sum(widths) + 1
+  """P(d1,d2,d3): the dense weights and biases, for phase-1 selection."""
+  return dense_weight_count(widths) + dense_bias_count(widths)
 
 
 def connectivity(params: Params) -> dict[str, jax.Array]:

@@ -38,6 +38,7 @@ from typing import Callable, Hashable, Iterable
 import numpy as np
 
 from cubist import engine
+from cubist import masks as mask_ops
 from cubist import store as store_ops
 from cubist.specs import ExperimentSpec
 from search import robust_levels, search_result, stats
@@ -164,7 +165,7 @@ class Search:
     levels = phase1_levels(config)
     for index, (count, triples) in enumerate(levels):
       pending.append((count, triples))
-      batch = sum(len(t) for _, t in pending) * len(settings(config))
+      batch = sum(len(t) for _, t in pending) * len(settings(config, PHASE1))
       if batch < 256 and index < len(levels) - 1:
         continue
       specs = phase1_specs(config, [t for _, ts in pending for t in ts])
@@ -355,7 +356,7 @@ class Search:
     smallest triple.
     """
     config = self.config
-    first_round = len(hyperparameters(config)) * config.initial_seeds
+    first_round = len(hyperparameters(config, PHASE1)) * config.initial_seeds
     pending = []
     levels = phase1_levels(config)
     for index, (count, triples) in enumerate(levels):
@@ -502,4 +503,5 @@ def _level_counts(level: int, widths) -> dict:
   in W1..W3 plus the d3 output weights, and for model_nnz also the d1 + d2 + d3 hidden
   biases and the output bias (the same for both rules)."""
   weight_nnz = level + widths[2]
-  return {"hidden_nnz": level, "weight_nnz": weight_nnz, "model_nnz": weight_nnz + sum(widths) + 1}
+  model_nnz = weight_nnz + mask_ops.dense_bias_count(widths)
+  return {"hidden_nnz": level, "weight_nnz": weight_nnz, "model_nnz": model_nnz}

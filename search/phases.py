@@ -201,12 +201,12 @@ class SearchConfig:
     return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def settings(config: SearchConfig, phase: str = PHASE1):
+def settings(config: SearchConfig, phase: str):
   """Every (lr, schedule, repeat) the reference rule trains each candidate of `phase` with."""
   return list(itertools.product(config.lrs_of(phase), config.schedules, range(config.repeats)))
 
 
-def hyperparameters(config: SearchConfig, phase: str = PHASE1) -> list[tuple[float, str]]:
+def hyperparameters(config: SearchConfig, phase: str) -> list[tuple[float, str]]:
   """Every (lr, schedule) of `phase`: the settings the robust rule estimates a probability for."""
   return list(itertools.product(config.lrs_of(phase), config.schedules))
 
@@ -250,7 +250,7 @@ def phase1_specs(config: SearchConfig, triples) -> list[ExperimentSpec]:
   return [
     phase1_spec(config, triple, lr, schedule, repeat)
     for triple in triples
-    for lr, schedule, repeat in settings(config)
+    for lr, schedule, repeat in settings(config, PHASE1)
   ]
 
 

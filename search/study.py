@@ -417,8 +417,8 @@ def workload(job: Job) -> Counter:
     return Counter((s.method, s.width) for s in job.specs)
   if job.search is None:
     return Counter()
-  settings = len(phases.settings(job.search, phases.PHASE1))
   if job.family.kind == PHASE1:
+    settings = len(phases.settings(job.search, phases.PHASE1))
     return Counter(
       {(PLAIN, w): n * settings for w, n in Counter(map(max, phase1_triples(job.search))).items()}
     )

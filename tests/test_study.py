@@ -105,7 +105,7 @@ def test_reference_plan_reproduces_the_three_launchers(tmp_path):
         len(list(phases.level_mask_triples(job.search, job.widths, level)))
         for level in phases.phase2_levels(job.search, job.widths)
       )
-      assert item.experiments == triples * len(phases.settings(job.search))
+      assert item.experiments == triples * len(phases.settings(job.search, phases.PHASE2))
 
   # The released settings behind them (§C.3, §D.2, §D.3, §E.0, §G.3).
   jobs = {p.family.name: p.job for p in plans}
