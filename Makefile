@@ -27,7 +27,8 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 # The trainer (bench.json, about 9 minutes on a 2-core CPU; `python -m experiments.bench --helpfull`
-# lists the sweeps), then the pruning methods (bench_pruning.json: runs/s per method, the
+# lists the sweeps), then what portable bits cost against semantics v4, measured in one run
+# (bench.json's "portable": v5's plan against the last v4 commit's source, in a subprocess), then the pruning methods (bench_pruning.json: runs/s per method, the
 # narrow widths before/after one trainer, the at-init methods compacted at every width of the
 # family, the projected time of the overparameterisation family), then a binary end to end,
 # first and second invocation (bench_binary.json: compilation paid once), then one epoch of the
@@ -36,6 +37,7 @@ BENCH_FLAGS ?= --dense_chunks=128,256 --sparse_chunks=128,256,512 --sharded=true
 
 bench: $(VENV)/.installed
 	$(PY) -m experiments.bench --out=bench.json $(BENCH_FLAGS)
+	$(PY) -m experiments.bench_portable --out=bench.json
 	$(PY) -m experiments.bench_pruning --out=bench_pruning.json $(PRUNE_BENCH_FLAGS)
 	$(PY) -m experiments.bench_binary --out=bench_binary.json
 	$(PY) -m experiments.profile_step --out=profile_step.json

@@ -19,7 +19,7 @@ its method allows (ARCHITECTURE principle 10):
   the disconnected ones included, so it cannot drop them.
 
 Every way ends in `Outcome`s at each run's full width (numpy), which
-`result_rows` turns into schema-v2 store rows. Whatever the way, a run's bits
+`result_rows` turns into store rows. Whatever the way, a run's bits
 depend only on its spec and the trainer layout, never on the chunk it shares.
 """
 
@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cubist import compaction, mlp, schedules, train
+from cubist import compaction, layouts, machine, mlp, schedules, train
 from cubist import masks as mask_ops
 from cubist import specs as spec_ops
 from cubist.method import Hyper, Method, MethodStatic
@@ -47,6 +47,9 @@ class Outcome(NamedTuple):
   """One run's result at its full width (numpy).
 
   trained_width, layout: the width and layout of the program that trained it.
+  portable: every program of the run (a mask step or rounds at the full width
+  included) summed portably (cubist.layouts.is_portable): the bits are then the
+  same on every CPU of one class.
   """
 
   params: mlp.Params
@@ -56,6 +59,7 @@ class Outcome(NamedTuple):
   failed: bool
   trained_width: int
   layout: str
+  portable: bool
 
 
 # --- Inputs -----------------------------------------------------------------------
@@ -194,6 +198,7 @@ def train_chunk(
         bool(result.failed[i]),
         static.width,
         static.formulation,
+        layouts.is_portable(static.formulation, static.width),
       )
       for i, spec in enumerate(specs)
     ]
@@ -214,7 +219,8 @@ class Staged(NamedTuple):
   """A run ready to train its live units: what `train_staged` needs, at the compact width.
 
   start, masks: its compact network (the plan's width); dropped: the values its
-  dropped entries start from (compaction.dropped_values); failed: Method.failed.
+  dropped entries start from (compaction.dropped_values); failed: Method.failed;
+  portable: whether its first stage (if any) summed portably.
   """
 
   spec: ExperimentSpec
@@ -223,6 +229,7 @@ class Staged(NamedTuple):
   masks: mlp.Params
   dropped: np.ndarray
   failed: bool
+  portable: bool
 
 
 def stage(specs, x, y, way: str, static, method, method_static, programs) -> list[Staged]:
@@ -233,12 +240,15 @@ def stage(specs, x, y, way: str, static, method, method_static, programs) -> lis
     masks = [spec.masks() for spec in specs]
     starts = [mlp.apply_masks(params, m) for params, m in zip(initial_params_each(specs), masks)]
     failed = [False] * len(specs)
+    portable = True  # no first stage
   else:
     inputs = chunk_inputs(specs, static.width, method, method_static)
-    if way == MASK_THEN_COMPACT:
+    if way == MASK_THEN_COMPACT:  # at_init with the model's own arithmetic (mlp.apply)
       first_stage = programs.mask_step(method, method_static)
+      portable = mlp.is_portable_width(static.width)
     else:  # ROUNDS_THEN_COMPACT
       first_stage = programs.rounds_step(static, method, method_static)
+      portable = layouts.is_portable(static.formulation, static.width)
     params, masks_out, failed_out = jax.device_get(first_stage(x, y, inputs))
     starts = [mlp.pad_params(_unstack(params, i), s.width) for i, s in enumerate(specs)]
     masks = [mlp.pad_params(_unstack(masks_out, i), s.width) for i, s in enumerate(specs)]
@@ -254,6 +264,7 @@ def stage(specs, x, y, way: str, static, method, method_static, programs) -> lis
         compaction.gather(mask, plan),
         compaction.dropped_values(start, plan),
         fail,
+        portable,
       )
     )
   return staged
@@ -302,6 +313,7 @@ def train_staged(staged: list[Staged], x, y, static, programs) -> list[Outcome]:
         run.failed,
         width,
         layout,
+        run.portable and layouts.is_portable(layout, width),
       )
     )
   return outcomes
@@ -340,12 +352,14 @@ def result_rows(
   """Store rows for the real (unpadded) experiments of a chunk.
 
   Each row holds the spec (JSON), its final masks and its trained parameters
-  at their occupied width, and the width and layout that trained them.
+  at their occupied width, the width and layout that trained them, and this
+  machine's signature with whether the bits are portable (cubist.machine).
   Status: "failed" (Method.failed), "diverged" (a non-finite parameter or
   loss: no NNZ counts) or "ok".
   """
   outcomes = outcomes[: len(chunk)]
   metrics = _metrics_each([o.params for o in outcomes])
+  signature = machine.signature()
   rows = []
   for spec, outcome, counted in zip(chunk, outcomes, metrics):
     finite = all(np.all(np.isfinite(a)) for a in jax.tree.leaves(outcome.params))
@@ -392,6 +406,8 @@ def result_rows(
         params_width=params_width,
         trained_width=outcome.trained_width,
         layout=outcome.layout,
+        portable=outcome.portable and signature["backend"] == "cpu",
+        machine=signature,
         seconds=seconds_per_run,
       )
     )

@@ -16,12 +16,13 @@ advanced by that recurrence and scattered back too, so disconnected weights
 stay in the store and in its NNZ counts exactly as full-width training leaves
 them (they are what METHODS §G.1 counts).
 
-Exactness: in the per-unit layout every unit's input sum runs over its inputs
-in index order, so the dropped units' exact-zero terms change no partial sum
-and compact training gives the full-width bits (tested). In the batched-matmul
-layout the matmul kernels block sums by their length, so compaction moves
-results by float rounding: it is part of the training semantics
-(cubist.semantics).
+Exactness: in the portable layouts every unit's input sum runs over its inputs
+in index order (cubist.portable), so the dropped units' exact-zero terms change
+no partial sum; but XLA may contract a multiply and an add into one FMA in the
+program of one width and not in the other's, so compaction can move results by
+float rounding (without FMA they are equal bit for bit, tested): the trained
+width is part of the training semantics (cubist.semantics) and of every row.
+In the library-matmul layout ("gemm") the kernels block sums by their length too.
 
 All functions work on ONE network (host-side numpy), weights (out, in).
 """

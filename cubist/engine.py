@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cubist import chunks, compaction, data, train
+from cubist import chunks, compaction, data, mlp, train
 from cubist import masks as mask_ops
 from cubist import specs as spec_ops
 from cubist import store as store_ops
@@ -47,36 +47,45 @@ from cubist.specs import ExperimentSpec, MethodLookup
 
 @dataclasses.dataclass(frozen=True)
 class ChunkPlan:
-  """Formulation and chunk size per padded width (from `make bench` on a 2-core CPU).
+  """Layout and chunk size per padded width (from `make bench` on a 2-core CPU).
 
-  unit_max_width: widths up to this use the per-unit formulation, wider the
-    batched-matmul one. chunk_sizes: (max_width, chunk_size) pairs, ascending.
+  unit_max_width: widths up to this use the per-unit layout ("unit");
+  dot_max_width: wider widths up to this the experiment-leading layout ("dot"),
+    wider still the library matmuls ("gemm", machine-specific bits; cubist.layouts).
+    "unit" and "dot" sum portably up to mlp.PORTABLE_MAX_WIDTH (the default here):
+    their bits are then the same on every CPU of one class.
+  chunk_sizes: (max_width, chunk_size) pairs, ascending.
   memory_budget_bytes: caps the chunk so its per-epoch data orders and
     activations fit (about 0.25 MB per experiment per epoch order).
   compact: train fixed-mask runs at the width of their live units
     (cubist.compaction); part of the training semantics.
   """
 
-  unit_max_width: int = 4
-  chunk_sizes: tuple[tuple[int, int], ...] = ((4, 256), (6, 128), (8, 512), (10_000, 128))
+  unit_max_width: int = 0
+  dot_max_width: int = mlp.PORTABLE_MAX_WIDTH
+  chunk_sizes: tuple[tuple[int, int], ...] = ((8, 512), (10_000, 128))
   memory_budget_bytes: int = 2 << 30
   compact: bool = True
 
   @classmethod
   def for_backend(cls, backend: str) -> "ChunkPlan":
     """The plan for a JAX backend: measured on a 2-core CPU; on an accelerator, large
-    chunks in the batched-matmul layout everywhere (the per-unit layout's elementwise
-    loops are a CPU vectorisation trick) and a larger memory budget."""
+    chunks in the library-matmul layout everywhere (the per-unit layout's elementwise
+    loops are a CPU vectorisation trick, and an accelerator's bits are its own in any
+    layout) and a larger memory budget."""
     if backend == "cpu":
       return cls()
     return cls(
       unit_max_width=0,
+      dot_max_width=0,
       chunk_sizes=((16, 8192), (64, 2048), (10_000, 512)),
       memory_budget_bytes=32 << 30,
     )
 
   def formulation(self, width: int) -> str:
-    return "unit" if width <= self.unit_max_width else "dot"
+    if width <= self.unit_max_width:
+      return "unit"
+    return "dot" if width <= self.dot_max_width else "gemm"
 
   def chunk_size(self, width: int, num_devices: int = 1) -> int:
     size = next(size for max_width, size in self.chunk_sizes if width <= max_width)
@@ -142,7 +151,7 @@ def train_static(key: BucketKey, plan: "ChunkPlan") -> train.TrainStatic:
   """The bucket's TrainStatic: the plan's layout for its width, if its method has it."""
   formulation = plan.formulation(key.width)
   if key.method is not None and formulation not in key.method.layouts:
-    formulation = "dot"
+    formulation = "dot"  # the same bits as "unit" (cubist.layouts)
   return train.TrainStatic(
     width=key.width,
     epochs=key.epochs,

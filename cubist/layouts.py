@@ -1,19 +1,26 @@
-"""The two layouts of the trainer's arithmetic: the forward pass, the loss, the evaluation.
+"""The layouts of the trainer's arithmetic: the forward pass, the loss, the evaluation.
 
-- "dot": the experiment axis leads and each layer is a batched matmul
-  (vmap of x @ W.T). Best for wide layers.
-- "unit": the experiment axis is minor (last) and each hidden unit is an
-  explicit sum over its inputs, so XLA fuses a layer into elementwise loops that
-  vectorise over experiments. Far faster than tiny batched matmuls for w <= ~4.
+One network, written once for one experiment (`cubist.mlp.layer_forward`,
+portable arithmetic: cubist.portable), and vmapped over the chunk's experiments
+with the experiment axis in one of two places:
 
-Both give the same results up to float rounding (tested); which one trained a
-run is part of its bits (the store records it). Sums whose order XLA would
-otherwise pick by chunk size are written as fixed pairwise halvings, so a run
-does not depend on the chunk it shares.
+- "unit": the experiment axis is minor (last), so XLA fuses each layer into
+  elementwise loops vectorised over experiments. Fastest at widths <= ~4.
+- "dot": the experiment axis leads. Faster at widths ~5-16.
 
-Shapes: "dot" layout weight (E, out, in), bias (E, out), inputs (E, B, 2),
-logits (E, B); "unit" layout weight (out, in, E), bias (out, E), inputs
-(2, B, E), logits (B, E).
+Both are the same per-experiment arithmetic (a vmap changes no element's
+operations), with every sum in an order written into the program up to
+`mlp.PORTABLE_MAX_WIDTH` units: a run's bits do not depend on the CPU's
+instruction set nor on the chunk it shares (wider layers use library matmuls).
+
+- "gemm": the experiment axis leads and each layer is a batched matmul handed
+  to XLA's library kernels (the training semantics of v4's "dot"). Fastest at
+  wide widths, but those kernels choose their summation order from the CPU
+  they run on: a "gemm" run's bits are machine-specific (the store says so).
+
+Shapes: "dot"/"gemm" weight (E, out, in), bias (E, out), inputs (E, B, 2),
+logits (E, B); "unit" weight (out, in, E), bias (out, E), inputs (B, 2, E),
+logits (B, E).
 """
 
 from __future__ import annotations
@@ -21,78 +28,104 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from cubist.mlp import Params
+from cubist import portable
+from cubist.mlp import Params, is_portable_width, layer_forward
 
-FORMULATIONS = ("dot", "unit")
+FORMULATIONS = ("dot", "unit", "gemm")
+# Layouts whose bits are the same on every CPU of one instruction-set class.
+PORTABLE_LAYOUTS = ("dot", "unit")
+
+# Kept under their old names for callers of this module.
+pairwise_sum = portable.pairwise_sum
+add_bias = portable.add_bias
 
 
-def pairwise_sum(values: jax.Array, axis: int) -> jax.Array:
-  """Sum over `axis` by repeated halving: one fixed order of additions.
+def experiment_axis(formulation: str) -> int:
+  """Where a layout keeps the experiment axis: 0 ("dot", "gemm") or -1 ("unit")."""
+  return -1 if formulation == "unit" else 0
 
-  XLA vectorises a plain reduction differently depending on the sizes of the
-  other axes, i.e. on the chunk size, which moves results by an ulp that grows
-  chaotically over 19,500 steps. Elementwise adds of fixed halves do not.
-  """
-  values = jnp.moveaxis(values, axis, 0)
-  while values.shape[0] > 1:
-    half = values.shape[0] // 2
-    summed = values[:half] + values[half : 2 * half]
-    values = jnp.concatenate([summed, values[2 * half :]]) if values.shape[0] % 2 else summed
-  return values[0]
+
+def is_portable(formulation: str, width: int) -> bool:
+  """Whether a program of this layout and hidden width sums portably (cubist.portable):
+  the bits are then the same on every CPU of one class."""
+  return formulation in PORTABLE_LAYOUTS and is_portable_width(width)
+
+
+def _gemm_bias(hidden: jax.Array, bias: jax.Array) -> jax.Array:
+  """v4's bias add: hidden (B, out) + bias (out,), bias gradient a pairwise sum over B."""
+  return _gemm_bias_vjp(hidden, bias)
 
 
 @jax.custom_vjp
-def add_bias(hidden: jax.Array, bias: jax.Array) -> jax.Array:
-  """hidden (B, out) + bias (out,), whose bias gradient is a `pairwise_sum` over B."""
+def _gemm_bias_vjp(hidden, bias):
   return hidden + bias
 
 
-add_bias.defvjp(
-  lambda hidden, bias: (hidden + bias, None), lambda _, grad: (grad, pairwise_sum(grad, axis=0))
+_gemm_bias_vjp.defvjp(
+  lambda hidden, bias: (hidden + bias, None),
+  lambda _, grad: (grad, portable.pairwise_sum(grad, axis=0)),
 )
 
 
-def apply_one(params: Params, inputs: jax.Array) -> jax.Array:
-  """mlp.apply for one experiment, with chunk-size-independent bias gradients."""
+def apply_gemm(params: Params, inputs: jax.Array) -> jax.Array:
+  """mlp.apply for one experiment through library matmuls (machine-specific sums)."""
   hidden = inputs
   for index, layer in enumerate(params):
-    hidden = add_bias(hidden @ layer.weight.T, layer.bias)
+    hidden = _gemm_bias(hidden @ layer.weight.T, layer.bias)
     if index < len(params) - 1:
       hidden = jax.nn.relu(hidden)
   return hidden[..., 0]
 
 
+def logits(params: Params, inputs: jax.Array, formulation: str, shared_inputs: bool = False):
+  """Logits of every experiment: (E, B) in "dot"/"gemm", (B, E) in "unit".
+
+  inputs: one (B, 2) batch per experiment in the layout, or with `shared_inputs`
+  one (B, 2) batch for all. The portable layouts vmap `mlp.layer_forward` layer
+  by layer, with a `portable.fence` between layers (speed only).
+  """
+  axis = experiment_axis(formulation)
+  input_axis = None if shared_inputs else axis
+  if formulation == "gemm":
+    return jax.vmap(apply_gemm, in_axes=(axis, input_axis), out_axes=axis)(params, inputs)
+  predicate = jnp.isfinite(jnp.ravel(inputs)[0])
+  if shared_inputs:  # features first: (2, B) per experiment, the batch minor
+    hidden = inputs.T
+  else:
+    hidden = jax.vmap(jnp.transpose, in_axes=axis, out_axes=axis)(inputs)
+  for index, layer in enumerate(params):
+    hidden = jax.vmap(layer_forward, in_axes=(axis, input_axis), out_axes=axis)(layer, hidden)
+    hidden = portable.fence(hidden, predicate)
+    if index < len(params) - 1:
+      hidden = jax.nn.relu(hidden)
+    input_axis = axis
+  return jnp.take(hidden, 0, axis=0 if formulation == "unit" else 1)
+
+
 def logits_dot(params: Params, inputs: jax.Array) -> jax.Array:
-  return jax.vmap(apply_one)(params, inputs)
+  return logits(params, inputs, "dot")
 
 
 def logits_unit(params: Params, inputs: jax.Array) -> jax.Array:
-  hidden = list(inputs)  # one (B, E) array per unit
-  for index, layer in enumerate(params):
-    pre = [
-      sum(h * layer.weight[j, i] for i, h in enumerate(hidden)) + layer.bias[j]
-      for j in range(layer.weight.shape[0])
-    ]
-    hidden = pre if index == len(params) - 1 else [jax.nn.relu(p) for p in pre]
-  return hidden[0]
+  return logits(params, inputs, "unit")
 
 
 def to_layout(tree, formulation: str):
   """Leading-E pytree -> the formulation's layout (E moved last for "unit")."""
-  if formulation == "dot":
+  if formulation != "unit":
     return tree
   return jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), tree)
 
 
 def from_layout(tree, formulation: str):
-  if formulation == "dot":
+  if formulation != "unit":
     return tree
   return jax.tree.map(lambda a: jnp.moveaxis(a, -1, 0), tree)
 
 
 def per_experiment(values: jax.Array, leaf: jax.Array, formulation: str) -> jax.Array:
   """Broadcast an (E,) vector against a leaf in the formulation's layout."""
-  if formulation == "dot":
+  if formulation != "unit":
     return values.reshape(values.shape + (1,) * (leaf.ndim - 1))
   return values
 
@@ -124,19 +157,20 @@ bce_with_logits.defvjp(_bce_forward, _bce_backward)
 
 
 def gather(x: jax.Array, y: jax.Array, indices: jax.Array, formulation: str):
-  """Inputs and labels for row indices: (E, B) for "dot", (B, E) for "unit"."""
-  if formulation == "dot":
+  """Inputs and labels for row indices: (E, B, 2) and (E, B), or in "unit" (B, 2, E) and
+  (B, E) with x given as columns (2, N) (the per-column gathers are faster there)."""
+  if formulation != "unit":
     return x[indices], y[indices]
-  return jnp.stack([x[0][indices], x[1][indices]]), y[indices]  # x is (2, N) here
+  return jnp.stack([x[0][indices], x[1][indices]], axis=1), y[indices]
 
 
 def losses(params: Params, inputs, labels, formulation: str) -> jax.Array:
   """Per-experiment mean BCE over the batch, shape (E,)."""
-  if formulation == "dot":
-    logits = logits_dot(params, inputs)
-    return bce_with_logits(logits, labels).mean(axis=1)
-  logits = logits_unit(params, inputs)
-  return bce_with_logits(logits, labels).mean(axis=0)
+  batch_axis = 0 if formulation == "unit" else 1
+  per_point = bce_with_logits(logits(params, inputs, formulation), labels)
+  if formulation == "gemm":
+    return per_point.mean(axis=batch_axis)  # v4's reduction, machine-specific like its matmuls
+  return portable.mean(per_point, axis=batch_axis)
 
 
 def evaluate(params: Params, x: jax.Array, y: jax.Array, formulation: str, eval_block: int):
@@ -150,28 +184,22 @@ def evaluate(params: Params, x: jax.Array, y: jax.Array, formulation: str, eval_
   weights = jnp.pad(jnp.ones(x.shape[0], jnp.float32), (0, pad)).reshape(num_blocks, block)
   xs = jnp.pad(x, ((0, pad), (0, 0))).reshape(num_blocks, block, 2)
   ys = jnp.pad(y, (0, pad)).reshape(num_blocks, block)
+  unit = formulation == "unit"
+  batch_axis = 0 if unit else 1
 
   def body(totals, blocks):
     x_block, y_block, w_block = blocks
-    if formulation == "dot":
-      experiments = jax.tree.leaves(params)[0].shape[0]
-      logits = logits_dot(params, jnp.broadcast_to(x_block, (experiments,) + x_block.shape))
-      weight = w_block[None, :]
-      labels = y_block[None, :]
-      axis = 1
-    else:
-      logits = logits_unit(params, x_block.T[:, :, None])
-      weight = w_block[:, None]
-      labels = y_block[:, None]
-      axis = 0
-    correct = ((logits > 0).astype(jnp.float32) == labels).astype(jnp.float32)
-    loss = bce_with_logits(logits, labels)
+    block_logits = logits(params, x_block, formulation, shared_inputs=True)
+    weight = w_block[:, None] if unit else w_block[None, :]
+    labels = y_block[:, None] if unit else y_block[None, :]
+    correct = ((block_logits > 0).astype(jnp.float32) == labels).astype(jnp.float32)
+    loss = bce_with_logits(block_logits, labels)
     return (
-      totals[0] + pairwise_sum(correct * weight, axis=axis),
-      totals[1] + pairwise_sum(loss * weight, axis=axis),
+      totals[0] + portable.pairwise_sum(correct * weight, axis=batch_axis),
+      totals[1] + portable.pairwise_sum(loss * weight, axis=batch_axis),
     ), None
 
-  experiments = jax.tree.leaves(params)[0].shape[0 if formulation == "dot" else -1]
+  experiments = jax.tree.leaves(params)[0].shape[experiment_axis(formulation)]
   zeros = jnp.zeros((experiments,), jnp.float32)
   (correct, loss_sum), _ = jax.lax.scan(body, (zeros, zeros), (xs, ys, weights))
   return correct / x.shape[0], loss_sum / x.shape[0]

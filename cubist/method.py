@@ -107,7 +107,8 @@ class MethodStatic:
   epochs, batches_per_epoch, batch_size, num_points: the run's geometry
     (total_steps = epochs * batches_per_epoch; 19,500 in the paper).
   clean: fix the reference quirks that have a clean mode (§H: IMP overshoot,
-    ProsPr bias index bug); False = reference behaviour.
+    ProsPr's bias index bug and its detached first momentum buffer); False =
+    reference behaviour.
   sos_begin, sos_end, sos_freq: SoS pruning schedule as fractions of training
     (§F.1); sos_scope "layer" (SoS) or "global".
   ramp_begin, ramp_end: fractions of training over which the VD/L0 regulariser
@@ -195,8 +196,8 @@ class Method:
 
   @property
   def layouts(self) -> tuple[str, ...]:
-    """The trainer layouts that can run it: a custom loss sees (B, 2) batches, so "dot" only."""
-    return ("dot",) if self.loss is not None else ("dot", "unit")
+    """The trainer layouts that can run it: a custom loss sees (B, 2) batches, so not "unit"."""
+    return ("dot", "gemm") if self.loss is not None else ("dot", "unit", "gemm")
 
   @property
   def fixes_mask_at_init(self) -> bool:

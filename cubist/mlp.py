@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cubist import portable
+
 INPUT_DIM = 2
 NUM_LAYERS = 4
 
@@ -85,12 +87,49 @@ def xavier_normal_weights(key: jax.Array, params: Params) -> Params:
   return tuple(layers)
 
 
+# The widest layer whose arithmetic is portable (cubist.portable): the studies' search
+# and pruning widths. Wider layers go through the library's matmul: fast, but its sums
+# are in the machine's order (and the portable sums, unrolled per unit, grow with it).
+PORTABLE_MAX_WIDTH = 16
+
+
+def is_portable_width(width: int) -> bool:
+  """Whether a network of hidden width `width` computes with portable sums."""
+  return width <= PORTABLE_MAX_WIDTH
+
+
+def matmul(weight: jax.Array, hidden: jax.Array) -> jax.Array:
+  """weight (out, in) @ hidden (in, B) -> (out, B): `portable.dense` when both sides have
+  at most PORTABLE_MAX_WIDTH units, else the library's matmul (machine-specific bits)."""
+  if max(weight.shape) <= PORTABLE_MAX_WIDTH:
+    return portable.dense(weight, hidden)
+  return weight @ hidden
+
+
+def layer_forward(layer: Layer, hidden: jax.Array) -> jax.Array:
+  """One layer's pre-activation (out, B) from features-first activations (in, B).
+
+  Portable arithmetic (cubist.portable) up to PORTABLE_MAX_WIDTH units: each unit
+  sums its inputs left to right, and the gradients sum over the batch pairwise,
+  so the bits do not depend on the CPU. Wider layers use library matmuls.
+  """
+  if max(layer.weight.shape) <= PORTABLE_MAX_WIDTH:
+    return portable.add_bias(portable.dense(layer.weight, hidden), layer.bias)
+  return layer.weight @ hidden + layer.bias[:, None]
+
+
 def apply(params: Params, x: jax.Array) -> jax.Array:
-  """Logits of shape (B,) for inputs x of shape (B, 2). Masks must already be applied."""
-  hidden = x
-  for layer in params[:-1]:
-    hidden = jax.nn.relu(hidden @ layer.weight.T + layer.bias)
-  return (hidden @ params[-1].weight.T + params[-1].bias)[..., 0]
+  """Logits of shape (B,) for inputs x of shape (B, 2). Masks must already be applied.
+
+  The arithmetic of `layer_forward`, which the trainer's layouts vmap layer by
+  layer (cubist.layouts): the same bits as a run's own forward pass.
+  """
+  hidden = x.T  # (2, B): features first, the batch minor
+  for index, layer in enumerate(params):
+    hidden = layer_forward(layer, hidden)
+    if index < len(params) - 1:
+      hidden = jax.nn.relu(hidden)
+  return hidden[0]
 
 
 def apply_masks(params: Params, masks: Params) -> Params:

@@ -18,6 +18,14 @@ History:
   4  LTH's last round (the final ticket, a fixed mask) trains its live units
      only ("rounds_then_compact"); compact widths are 1-4 then powers of two
      (no longer 5, 6, 7, 12, 24, ...), never wider than the network.
+  5  portable bits (cubist.portable): every sum of the forward pass, the loss,
+     the gradients and the evaluation in an order written into the program
+     (units summed left to right, the batch pairwise), no library matmul or
+     reduction, so a run trains to the same bits on every x86-64 CPU with FMA;
+     widths <= 16 train in the experiment-leading "dot" layout (the same bits
+     as "unit"), wider ones in "gemm" (library matmuls, machine-specific bits,
+     marked per row). The at-init methods score with the same arithmetic.
+     ProsPr's first inner momentum buffer is detached, as in the reference.
 """
 
-SEMANTICS_VERSION = 4
+SEMANTICS_VERSION = 5

@@ -1,12 +1,20 @@
-"""The results database: one SQLite file per shard, one row per experiment (schema v2).
+"""The results database: one SQLite file per shard, one row per experiment (schema v3).
 
 A row says everything about its run (ARCHITECTURE principle 7): the full spec
 as JSON that round-trips to an `ExperimentSpec` (`row_spec`), the repeat
 index, status, metrics, measured NNZ counts, the packed final mask and the
-trained parameters at the network's occupied width (`row_params`) and the
-width and layout of the program that trained them (part of the bits, with the spec). The file's
+trained parameters at the network's occupied width (`row_params`), the
+width and layout of the program that trained them (part of the bits, with the
+spec), and where those bits hold: `machine`, the signature of the machine that
+trained it (cubist.machine, JSON; `row_machine`), and `portable`, 1 when its
+bits are the same on every CPU of that machine's arithmetic class (a portable
+layout, cubist.layouts, on a CPU), 0 when they are that machine's own
+(`machine.bits_key` says when two rows' bits are comparable). The file's
 `meta` table records the schema version, the training-semantics version
 (cubist.semantics) and the sweep's name and fingerprint.
+
+Schemas: v1 (no semantics version, no spec, no weights), v2 (no `portable` or
+`machine`: a v2 row's "dot" layout was library matmuls, machine-specific), v3.
 
 Why SQLite: it is in the standard library, a single file is easy to copy off a
 batch node, and its transactions are durable. In WAL mode with
@@ -21,11 +29,12 @@ idempotent.
 
 Refusals: opening a store to add runs first reads an existing file without
 changing it. A file that is not SQLite, an SQLite file that is not a cubist
-store, a store of an unknown schema, of schema v1 (older code: no semantics
-version), of other training semantics or of another sweep is refused with a
-one-line `StoreError` naming the file and what to do. Old and foreign-version
-stores stay readable (`open_readonly`, `merge_stores`): their rows carry
-`schema` and `semantics` so the report can mark them.
+store, a store of an unknown schema, of an older schema (v1: no semantics
+version; v2: no machine per row), of other training semantics or of another
+sweep is refused with a one-line `StoreError` naming the file and what to do.
+Old and foreign-version stores stay readable (`open_readonly`, `merge_stores`):
+columns an old schema lacks read as None, and rows carry `schema` and
+`semantics` so the report can mark them.
 
 A writer holds an exclusive lock (`<store>.lock`, with its pid) for as long as
 the store is open: two processes cannot train into one file; shards still run
@@ -55,7 +64,7 @@ from cubist import mlp
 from cubist.semantics import SEMANTICS_VERSION
 from cubist.specs import ExperimentSpec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # (column, SQL type, required). Required columns are NOT NULL; result columns
 # are optional because a 'failed' run has no metrics (an 'ok' row must carry
@@ -100,6 +109,8 @@ _SCHEMA = (
   ("params_width", "INTEGER", False),
   ("trained_width", "INTEGER", True),
   ("layout", "TEXT", True),
+  ("portable", "INTEGER", True),
+  ("machine", "TEXT", True),
   ("seconds", "REAL", False),
   ("created_at", "REAL", True),
 )
@@ -264,6 +275,13 @@ def read_meta(path: str | os.PathLike) -> dict | None:
   }
 
 
+# What an older schema lacks, for the refusal of a writer.
+_OLD_SCHEMAS = {
+  1: "no training-semantics version",
+  2: "its rows do not record the machine that trained them",
+}
+
+
 def check_writable(path: str | os.PathLike, sweep_name: str, sweep_fingerprint: str) -> None:
   """Raise StoreError unless runs of this sweep and code may be added to `path`.
 
@@ -277,10 +295,11 @@ def check_writable(path: str | os.PathLike, sweep_name: str, sweep_fingerprint: 
   meta = read_meta(path)
   if meta is None:
     return  # empty: the writer creates the tables
-  if meta["schema"] == 1:
+  if meta["schema"] in _OLD_SCHEMAS:
     raise StoreError(
-      f"{path} is a schema-v1 store written by older cubist code (no training-semantics "
-      "version); the report still reads it, but new runs cannot join it: use another --workdir"
+      f"{path} is a schema-v{meta['schema']} store written by older cubist code "
+      f"({_OLD_SCHEMAS[meta['schema']]}); the report still reads it, but new runs cannot "
+      "join it: use another --workdir"
     )
   if meta["schema"] != SCHEMA_VERSION:
     raise StoreError(
@@ -312,7 +331,7 @@ def _convert(col: str, value):
     return float(value)
   if kind == "BLOB":
     return bytes(value)
-  if col in ("mask_shape", "method_options") and not isinstance(value, str):
+  if col in ("mask_shape", "method_options", "machine") and not isinstance(value, str):
     return json.dumps(value, sort_keys=True)
   return str(value)
 
@@ -542,7 +561,7 @@ class StoreReader:
 
 
 def row_spec(row: dict) -> ExperimentSpec:
-  """The ExperimentSpec a (schema v2) row was trained from."""
+  """The ExperimentSpec a (schema v2 or later) row was trained from."""
   if not row.get("spec"):
     raise StoreError(
       f"run {row.get('exp_id')} comes from a schema-v{row.get('schema', 1)} store, "
@@ -560,6 +579,23 @@ def row_params(row: dict, width: int | None = None) -> mlp.Params:
     )
   params = mlp.unpack_params(row["params"], int(row["params_width"]))
   return mlp.pad_params(params, int(row["width"] if width is None else width))
+
+
+def row_machine(row: dict) -> dict | None:
+  """The signature of the machine that trained a row (cubist.machine); None for a row of
+  a store older than schema v3, which did not record it."""
+  text = row.get("machine")
+  if text is None:
+    return None
+  if isinstance(text, dict):  # a row not yet stored (chunks.result_rows)
+    return dict(text)
+  try:
+    machine = json.loads(text)
+  except (TypeError, ValueError):
+    machine = None
+  if not isinstance(machine, dict):
+    raise StoreError(f"run {row.get('exp_id')}: its machine column is not a JSON object")
+  return machine
 
 
 def row_masks(row: dict) -> mlp.Params:

@@ -24,11 +24,14 @@ Reference semantics kept (METHODS §C):
 - Final accuracy (logit > 0; a logit of exactly 0 is class 0) and mean loss on
   all 49,982 points, after the last epoch.
 
-Two layouts of the same arithmetic (cubist.layouts: "dot", batched matmuls,
-and "unit", per-unit sums vectorised over experiments), chosen per width
-bucket by the engine. Method hooks see one
-experiment in either layout (they are vmapped over the layout's experiment
-axis); a method with its own loss sees (B, 2) batches and runs in "dot" only.
+Layouts of the arithmetic (cubist.layouts: the portable "dot", experiment
+axis first, and "unit", experiment axis last; "gemm", library matmuls with
+machine-specific bits, for wide networks), chosen per width bucket by the
+engine. Every sum of the portable layouts has its order written into the
+program (cubist.portable), so a run's bits do not depend on the CPU. Method
+hooks see one experiment in any layout (they are vmapped over the layout's
+experiment axis); a method with its own loss sees (B, 2) batches and runs with
+the experiment axis first ("dot" or "gemm").
 
 Randomness: `inputs.key` draws the data orders; `inputs.method_key` (per
 experiment) feeds `at_init` (fold 0), `aux_init` (fold 1) and, per global step
@@ -46,17 +49,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cubist import data, layouts, order, schedules
+from cubist import data, layouts, order, portable, schedules
 from cubist.layouts import FORMULATIONS
 from cubist.method import PLAIN_METHOD, Hyper, Method, MethodStatic, RunState, event_schedule
 from cubist.mlp import Params
 
 EXPERIMENT_AXIS = "experiments"
 # The "unit" formulation's elementwise loops over experiments are vectorised by
-# XLA in blocks; experiments that fall outside whole blocks take a remainder
-# loop that rounds differently (measured on CPU: chunks of < 32 experiments gave
-# other bits than chunks of 256). Padding every chunk to a multiple of this many
-# experiments keeps each run on the same code path whatever its chunk.
+# XLA in blocks; under v4, experiments that fall outside whole blocks took a
+# remainder loop that rounded differently (its library reductions). Padding every
+# chunk to a multiple of this many experiments keeps each run on the same code
+# path whatever its chunk.
 UNIT_BLOCK = 32
 
 
@@ -75,7 +78,7 @@ class TrainStatic:
   order: how each epoch's permutation is drawn, "feistel" (a keyed bijection
     computed per step; default) or "sort" (exactly uniform, slower): see
     cubist.order.
-  formulation: "dot" or "unit" (see module docstring).
+  formulation: the layout, "dot", "unit" or "gemm" (see module docstring).
   weight_decay, momentum: PyTorch SGD settings (5e-4, 0.9).
   record_step_losses: also return the loss of every step (for parity tests).
   eval_block: data points per block in the final full-data evaluation.
@@ -196,7 +199,7 @@ TREE, ROW, SHARED = "tree", "row", None
 
 def _vmap_hook(hook: Callable, formulation: str, static: MethodStatic, args, axes):
   """hook(*args, static=static) for every experiment; tree outputs come back in the layout."""
-  tree_axis = 0 if formulation == "dot" else -1
+  tree_axis = layouts.experiment_axis(formulation)
   in_axes = tuple(tree_axis if axis == TREE else 0 if axis == ROW else None for axis in axes)
   return jax.vmap(functools.partial(hook, static=static), in_axes=in_axes, out_axes=tree_axis)(
     *args
@@ -449,7 +452,7 @@ def _train_chunk(
     params = jax.tree.map(jnp.multiply, params, masks)
   failed = _failed(hook, method, _as_bool(masks), hyper, experiments)
   accuracy, loss = layouts.evaluate(params, x, y, static.formulation, static.eval_block)
-  epoch_loss = jnp.mean(losses, axis=1).T  # (E, rounds * epochs)
+  epoch_loss = portable.mean(losses, axis=1).T  # (E, rounds * epochs)
   step_loss = None
   if static.record_step_losses:
     step_loss = losses.reshape(-1, losses.shape[-1]).T  # (E, rounds * epochs * batches)

@@ -1,13 +1,18 @@
 r"""Write the HTML report of one or more result stores.
 
   python -m experiments.report --workdir=DIR [--workdir=DIR ...] [--reproduce=N]
+      [--reproduce_tolerance=0.005]
 
 Writes FIRST_DIR/report/index.html (or --out), with PNG images and one CSV per
 table beside it. Each workdir is a store of one sweep (a search, a pruning
 family, retraining); their rows are combined. Models are drawn from the
 weights the store keeps: nothing is retrained. `--reproduce=N` retrains N
-stored runs from their stored specs and checks that their weights come out
-bit for bit (a section of the page). Stores are opened read-only, so a store
+stored runs from their stored specs, in their stored layouts, and checks that
+their weights come out bit for bit where the stored bits are comparable on
+this machine (portable arithmetic of its CPU class and jaxlib, or the same
+machine: cubist.machine), else that their accuracy is within
+--reproduce_tolerance (a section of the page says which, per run). Runs of
+another training semantics are listed, not retrained. Stores are opened read-only, so a store
 in a read-only place (copied off a cluster) is read where it lies; the page
 then needs an --out it can write. Bad input (no store, incompatible shards, a
 target outside (0, 100], an output folder that cannot be written) is a
@@ -33,10 +38,19 @@ _TARGETS = flags.DEFINE_list(
 _REPRODUCE = flags.DEFINE_integer(
   "reproduce",
   0,
-  "Retrain this many stored runs (the drawn "
-  "models first) and check that their weights come out bit for "
-  "bit.",
+  "Retrain this many stored runs (the drawn models first) and check that their weights "
+  "come out bit for bit (or, where the stored bits are machine-specific and from another "
+  "machine, their accuracy within --reproduce_tolerance).",
   lower_bound=0,
+)
+_REPRODUCE_TOLERANCE = flags.DEFINE_float(
+  "reproduce_tolerance",
+  0.005,
+  "With --reproduce: the largest accuracy difference (a fraction: 0.005 is half a "
+  "percentage point) that passes for a run whose bits cannot be compared here "
+  "(machine-specific bits trained on another machine).",
+  lower_bound=0,
+  upper_bound=1,
 )
 flags.mark_flags_as_required(["workdir"])
 flags.adopt_module_key_flags(cli)  # --help lists --debug too
@@ -90,6 +104,7 @@ def main(argv):
     init_dir=_INIT_DIR.value,
     targets=fractions,
     reproduce=_REPRODUCE.value,
+    reproduce_tolerance=_REPRODUCE_TOLERANCE.value,
   )
   print(f"report: {path}")
 

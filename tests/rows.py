@@ -1,8 +1,8 @@
 """Store rows without training: what `chunks.result_rows` stores for a spec and an outcome.
 
 Tests of the search, the report and the store fabricate outcomes (an accuracy,
-a status) and let the engine's own code turn them into schema-v2 rows, so the
-rows carry every column a real run's do (spec JSON, repeat, weights, layout).
+a status) and let the engine's own code turn them into store rows, so the
+rows carry every column a real run's do (spec JSON, repeat, weights, layout, machine).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from cubist import chunks
+from cubist import chunks, layouts
 from cubist.mlp import Layer
 
 
@@ -47,6 +47,7 @@ def stored_row(
     status == "failed",
     spec.width,
     layout,
+    layouts.is_portable(layout, spec.width),
   )
   (row,) = chunks.result_rows([spec], [outcome], 0.0)
   row.update(overrides)

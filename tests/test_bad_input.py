@@ -184,6 +184,18 @@ def _v1_store(d: Path) -> None:
   db.close()
 
 
+def _v2_store(d: Path) -> None:
+  """A store as schema v2 wrote it (no portable or machine column), of the previous semantics."""
+  _store(d / "w" / "results.sqlite")
+  with sqlite3.connect(d / "w" / "results.sqlite") as db:
+    db.execute("ALTER TABLE runs DROP COLUMN machine")
+    db.execute("ALTER TABLE runs DROP COLUMN portable")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.execute("UPDATE meta SET value = '4' WHERE key = 'semantics_version'")
+  db.close()
+  (d / "w" / "results.sqlite.lock").unlink()
+
+
 def _other_semantics(d: Path) -> None:
   _store(d / "w" / "results.sqlite")
   with sqlite3.connect(d / "w" / "results.sqlite") as db:
@@ -426,6 +438,13 @@ CASES = [
   Case("report target nan", "report", ("--targets=95,nan", W), ("'nan'",), setup=_unsharded),
   Case("report target text", "report", ("--targets=abc", W), ("'abc'",), setup=_unsharded),
   Case("report target zero", "report", ("--targets=0", W), ("(0, 100]",), setup=_unsharded),
+  Case(
+    "report negative tolerance",
+    "report",
+    ("--reproduce_tolerance=-0.1", W),
+    ("--reproduce_tolerance",),
+    setup=_unsharded,
+  ),
   # Init files.
   Case(
     "init missing",
@@ -551,6 +570,13 @@ CASES = [
   ),
   Case("schema v1 store", "train", _with(TRAIN, W), ("schema-v1 store",), setup=_v1_store),
   Case(
+    "schema v2 store",
+    "train",
+    _with(TRAIN, W),
+    ("schema-v2 store", "the report still reads it"),
+    setup=_v2_store,
+  ),
+  Case(
     "other semantics",
     "train",
     _with(TRAIN, W),
@@ -662,6 +688,15 @@ CASES = [
     changes="out",
   ),
   Case(
+    "report marks a schema v2 store of older semantics",
+    "report",
+    (W, "--out={d}/out"),
+    ("report: {d}/out/index.html", "v4 store {d}/w/results.sqlite: trained under semantics v4"),
+    setup=_v2_store,
+    status=0,
+    changes="out",
+  ),
+  Case(
     "report keeps crafted names inside its folder",
     "report",
     (W, "--out={d}/out"),
@@ -676,7 +711,10 @@ CASES = [
       ("train", ("--config", "--workdir", "--num_shards", "--shard_index", "--[no]debug")),
       ("prune", ("--config", "--workdir", "--num_shards", "--shard_index", "--[no]debug")),
       ("search", ("--config", "--workdir", "--num_shards", "--distributed", "--[no]debug")),
-      ("report", ("--workdir", "--out", "--targets", "--reproduce", "--[no]debug")),
+      (
+        "report",
+        ("--workdir", "--out", "--targets", "--reproduce", "--reproduce_tolerance", "--[no]debug"),
+      ),
     )
   ],
 ]

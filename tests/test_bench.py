@@ -116,3 +116,27 @@ def test_quick_bench_sharded_oracle_and_recommendations(quick_bench):
   assert recommendations["16"] is None  # --quick measures widths 1 and 3 only
   assert result["per_width"]["basis"] == "measured"  # --quick: 1-epoch runs, timed whole
   assert set(result["chunk_plan"]) >= {"unit_max_width", "chunk_sizes"}
+
+
+def test_bench_portable_quick_measures_v5_against_v4_in_one_run(tmp_path):
+  """experiments.bench_portable --quick: v5's plan here and the last v4 commit's source in a
+  subprocess, written under "portable" beside what the file already holds."""
+  out = tmp_path / "bench.json"
+  out.write_text(json.dumps({"kept": 1}))
+  done = subprocess.run(
+    [sys.executable, "-m", "experiments.bench_portable", "--quick", f"--out={out}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert result["kept"] == 1
+  portable = result["portable"]
+  assert [r["layout"] for r in portable["after_v5"]] == ["dot", "dot", "gemm"]
+  if isinstance(portable["before_v4"], str):  # a clone without the v4 commit
+    pytest.skip(portable["before_v4"])
+  assert [r["layout"] for r in portable["before_v4"]] == ["unit", "dot"]
+  assert set(portable["ratio_after_over_before"]) == {"2", "8"}
+  assert all(r["epoch_runs_per_s"] > 0 for r in portable["after_v5"] + portable["before_v4"])

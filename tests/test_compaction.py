@@ -145,9 +145,10 @@ def test_dropping_the_dead_units_changes_no_output_bit(tmp_path, formulation):
 @pytest.mark.parametrize("unit_max_width", (0, 64), ids=("dot", "unit"))
 def test_compacted_training_matches_full_width_training(tmp_path, unit_max_width):
   """Through the engine, 2 epochs: the same accuracy, NNZ, connectivity and mask; the live
-  weights within float rounding of full-width training (XLA may contract a*b + c into one
-  FMA in one program and not in the other, and 780 steps amplify it), the dropped ones by
-  the decay recurrence."""
+  weights within float rounding of full-width training (the inert units add exact zeros,
+  but XLA may contract a*b + c into one FMA in one program and not in the other: without
+  FMA, `XLA_FLAGS=--xla_cpu_max_isa=AVX`, the two are equal bit for bit), the dropped
+  ones by the decay recurrence."""
   spec = ExperimentSpec(
     seed=5, lr=0.125, width=WIDTH, mask=_hand_masks(), epochs=2, init=_dyadic_init(tmp_path)
   )

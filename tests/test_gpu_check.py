@@ -17,12 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_accelerator_plan_trains_on_the_cpu(tmp_path):
   plan = engine.ChunkPlan.for_backend("gpu")
-  assert plan.formulation(3) == "dot" and plan.chunk_size(16) >= 4096
+  assert plan.formulation(3) == "gemm" and plan.chunk_size(16) >= 4096
   assert engine.ChunkPlan.for_backend("cpu") == engine.ChunkPlan()
   specs = [ExperimentSpec(seed=s, lr=0.1, widths=(3, 3, 3), epochs=1) for s in range(3)]
   with engine.run(specs, tmp_path, plan=plan, progress_stream=io.StringIO()) as reader:
     rows = reader.rows()
-  assert len(rows) == 3 and {r["layout"] for r in rows} == {"dot"}
+  assert len(rows) == 3 and {r["layout"] for r in rows} == {"gemm"}
+  assert {r["portable"] for r in rows} == {0}  # library matmuls: machine-specific bits
 
 
 def test_gpu_check_quick_writes_bench_files_and_projects_the_study(tmp_path):

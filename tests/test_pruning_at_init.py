@@ -48,6 +48,7 @@ _grasp_scores = _jit(A.grasp_scores)
 _grasp_sample_indices = _jit(A.grasp_sample_indices)
 _synflow_scores = _jit(A.synflow_scores)
 _prospr_scores = _jit(A.prospr_scores)
+_prospr_scores_clean = _jit(functools.partial(A.prospr_scores, detach_first_buffer=False))
 _iterative_masks = _jit(A.iterative_masks, static_argnames=("count_mode", "revive", "score_fn"))
 
 
@@ -489,6 +490,12 @@ def test_prospr_matches_oracle(oracle, network):
   scores = _prospr_scores(params, batches_x, batches_y, jnp.float32(0.1))
   expected = oracle.prospr_scores(numpy_params, batches_x, batches_y, 0.1)
   _assert_scores_close(scores, expected)
+  # The clean variant (no detached first buffer) is the full meta-gradient, and another one.
+  clean = _prospr_scores_clean(params, batches_x, batches_y, jnp.float32(0.1))
+  _assert_scores_close(
+    clean, oracle.prospr_scores(numpy_params, batches_x, batches_y, 0.1, detach_first_buffer=False)
+  )
+  assert np.max(np.abs(np.asarray(clean) - np.asarray(scores))) > 1e-3 * np.max(np.abs(scores))
   keep = select.keep_top_k(scores, A.prospr_host_counts(TARGET, N_WIDTH, REFERENCE)[0])
   np.testing.assert_array_equal(keep, oracle.prospr_keep(expected, TARGET, N_WIDTH))
   for width in (3, 4):

@@ -9,9 +9,13 @@ that loads the page. About 2 minutes on a 2-core CPU, mostly the tiny sweeps.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +24,13 @@ import jax
 import numpy as np
 import pytest
 
+from cubist import engine, machine, mlp
 from cubist import masks as mask_ops
-from cubist import mlp
+from cubist.semantics import SEMANTICS_VERSION
 from cubist.specs import ExperimentSpec
-from cubist.store import ResultStore, store_path
+from cubist.store import ResultStore, StoreReader, store_path
 from search import report
-from search.report import analysis, diagrams, models, page
+from search.report import analysis, diagrams, models, page, sections
 from tests.rows import stored_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +41,7 @@ SPEC_FIELDS = ("seed", "width", "target_nnz", "mask_config", "source_id", "sourc
 
 
 def run(method="snip", weight_nnz=20, accuracy=0.9, family="overparam", **fields) -> dict:
-  """A hand-made schema-v2 row (through engine.result_rows) with a measured nnz and accuracy."""
+  """A hand-made store row (through chunks.result_rows) with a measured nnz and accuracy."""
   spec_fields = {k: fields.pop(k) for k in SPEC_FIELDS if k in fields}
   spec_fields.setdefault("seed", 1)
   spec_fields.setdefault("width", 16)
@@ -203,6 +208,145 @@ def test_models_come_from_the_stored_weights():
   old = {"exp_id": "x", "status": "ok", "params": None, "schema": 1}
   with pytest.raises(ValueError, match="has no stored weights"):
     models.from_row(old)
+
+
+# --- the reproducibility check ----------------------------------------------------
+
+
+def _another_machine() -> dict:
+  """A machine that is not this one, whatever runs the tests (its CPU has no such name)."""
+  return {**machine.signature(), "cpu": "Imaginary CPU 9000", "isa": ["sse4_2"]}
+
+
+def test_how_to_compare_follows_the_bits_key():
+  spec = ExperimentSpec(seed=1, lr=0.1, width=4, widths=(3, 3, 3), epochs=1)
+  here = stored_row(spec, accuracy=0.75)
+  assert here["portable"] and here["machine"] == machine.signature()
+
+  def how(stored, fresh=here):
+    return models.how_to_compare(stored, fresh, 0.005)
+
+  label = machine.signature()["arithmetic"]
+  assert how(here) == ("bits", f"portable on {label}, jaxlib {machine.signature()['jaxlib']}")
+  other_class = {**machine.signature(), "arithmetic": "x86-64-nofma" + "?"}
+  comparison, why = how({**here, "machine": json.dumps(other_class)})
+  assert comparison == "accuracy ±0.5 pp" and why.startswith(
+    "portable, but trained on x86-64-nofma"
+  )
+  gemm = stored_row(spec, layout="gemm")
+  assert not gemm["portable"]
+  comparison, why = how(gemm, gemm)
+  assert comparison == "bits" and why.startswith("machine-specific (gemm) and trained on this")
+  elsewhere = {**gemm, "machine": json.dumps(_another_machine())}
+  comparison, why = how(elsewhere, gemm)
+  assert comparison == "accuracy ±0.5 pp"
+  assert why.startswith("machine-specific (gemm) and trained on another machine: Imaginary CPU")
+  old = {**here, "machine": None, "portable": None, "schema": 2}
+  assert how(old) == (
+    "accuracy ±0.5 pp",
+    "the schema-v2 row does not record the machine that trained it",
+  )
+  assert models.how_to_compare(elsewhere, gemm, 0.01)[0] == "accuracy ±1 pp"
+
+
+def test_reproduce_compares_bits_when_portable_and_accuracy_from_another_machine(tmp_path):
+  """A 1-epoch run in the portable "dot" layout is reproduced bit for bit; the same row
+  made a "gemm" row of another machine is compared by accuracy (within the tolerance or not)."""
+  spec = ExperimentSpec(seed=3, lr=0.1, width=4, widths=(3, 3, 3), epochs=1)
+  plan = engine.ChunkPlan(unit_max_width=0, dot_max_width=10_000)
+  path = store_path(tmp_path / "w")
+  engine.run([spec], tmp_path / "w", "tiny", plan=plan, progress_stream=io.StringIO()).close()
+  with StoreReader(path) as store:
+    (row,) = store.rows()
+  assert (row["layout"], row["portable"]) == ("dot", 1)
+  bits = models.reproduce(row)
+  assert (bits.comparison, bits.passed, bits.identical, bits.layout) == ("bits", True, True, "dot")
+  assert bits.reason.startswith("portable on ")
+  moved = row["accuracy"] + (0.25 if row["accuracy"] < 0.5 else -0.25)
+  with sqlite3.connect(path) as db:
+    db.execute(
+      "UPDATE runs SET layout = 'gemm', portable = 0, machine = ?, accuracy = ?",
+      (json.dumps(_another_machine(), sort_keys=True), moved),
+    )
+  db.close()
+  with StoreReader(path) as store:
+    (gemm,) = store.rows()
+  far = models.reproduce(gemm, tolerance=0.005)
+  assert (far.comparison, far.passed, far.layout) == ("accuracy ±0.5 pp", False, "gemm")
+  assert "trained on another machine: Imaginary CPU 9000" in far.reason
+  assert abs(far.accuracy_stored - moved) < 1e-12
+  fresh = {**gemm, "machine": machine.signature(), "accuracy": moved + 0.004}
+  near = models.compare(gemm, fresh, 0.005)
+  assert (near.comparison, near.passed, near.identical) == ("accuracy ±0.5 pp", True, False)
+  out = tmp_path / "out"
+  out.mkdir()
+  _, _, html_text = sections.reproduce_section([bits, far], out)
+  with (out / "reproduce.csv").open(newline="") as handle:
+    first, second = csv.DictReader(handle)
+  assert list(first)[:7] == [
+    "exp_id",
+    "method",
+    "layout",
+    "comparison",
+    "reason",
+    "passed",
+    "identical",
+  ]
+  assert (first["layout"], first["comparison"], first["passed"], first["identical"]) == (
+    "dot",
+    "bits",
+    "yes",
+    "yes",
+  )
+  assert first["reason"].startswith("portable on ")
+  assert (second["layout"], second["comparison"], second["passed"]) == (
+    "gemm",
+    "accuracy ±0.5 pp",
+    "NO",
+  )
+  assert second["reason"].startswith("machine-specific (gemm) and trained on another machine")
+  assert "accuracy ±0.5 pp" in html_text and 'class="warn"' in html_text
+
+
+def _old_store(path: Path, rows) -> None:
+  """A store as schema v2 wrote it under the previous training semantics."""
+  with ResultStore(path, "old", FP) as store:
+    store.commit_rows(rows)
+  with sqlite3.connect(path) as db:
+    db.execute("ALTER TABLE runs DROP COLUMN machine")
+    db.execute("ALTER TABLE runs DROP COLUMN portable")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.execute(
+      "UPDATE meta SET value = ? WHERE key = 'semantics_version'", (str(SEMANTICS_VERSION - 1),)
+    )
+  db.close()
+
+
+def test_stores_of_other_semantics_are_marked_and_never_retrained(tmp_path):
+  old = SEMANTICS_VERSION - 1
+  path = store_path(tmp_path / "w")
+  path.parent.mkdir()
+  _old_store(path, [run("snip", 20, 0.9, width=4, seed=s) for s in (1, 2)])
+  logged = []
+  index = report.build_report([tmp_path / "w"], reproduce=2, log=logged.append)
+  text = index.read_text()
+  note = (
+    f"v{old} store {path}: trained under semantics v{old} (this code: v{SEMANTICS_VERSION}); "
+    "its &#x27;dot&#x27; rows are machine-specific"
+  )
+  assert note in text
+  assert any(
+    line.startswith(f"v{old} store {path}: trained under semantics v{old}") for line in logged
+  )
+  with (index.parent / "reproduce.csv").open(newline="") as handle:
+    (check,) = csv.DictReader(handle)  # the drawn snip model; no run of this code's semantics
+  assert (check["comparison"], check["reason"], check["passed"]) == (
+    "not retrained",
+    f"other semantics (v{old}): not retrained (its 'dot' layout was library matmuls: "
+    "machine-specific bits)",
+    "-",
+  )
+  assert f"other semantics (v{old}): not retrained" in text
 
 
 def test_path_structure_marks_disconnected_weights_and_dead_units():

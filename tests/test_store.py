@@ -1,7 +1,8 @@
-"""Tests of the results store (cubist/store.py), schema v2."""
+"""Tests of the results store (cubist/store.py), schema v3, and of cubist/machine.py."""
 
 import dataclasses
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -12,16 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cubist import machine, mlp
 from cubist import masks as mask_ops
-from cubist import mlp
 from cubist.semantics import SEMANTICS_VERSION
 from cubist.specs import ExperimentSpec
 from cubist.store import (
   RUN_COLUMNS,
   ResultStore,
   StoreError,
+  StoreReader,
   SweepMismatchError,
   merge_stores,
+  row_machine,
   row_masks,
   row_params,
   row_spec,
@@ -208,6 +211,19 @@ def _other_semantics(path: Path) -> None:
   db.close()
 
 
+def _v2_store(path: Path) -> None:
+  """A store as schema v2 wrote it: no portable or machine column, semantics v4 at most."""
+  with ResultStore(path, "demo", FP) as store:
+    store.commit_rows([make_row("a"), make_row("b", layout="unit")])
+  db = sqlite3.connect(path)
+  db.execute("ALTER TABLE runs DROP COLUMN machine")
+  db.execute("ALTER TABLE runs DROP COLUMN portable")
+  db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+  db.execute("UPDATE meta SET value = '4' WHERE key = 'semantics_version'")
+  db.commit()
+  db.close()
+
+
 def _foreign_sqlite(path: Path) -> None:
   db = sqlite3.connect(path)
   db.execute("CREATE TABLE customers (name TEXT)")
@@ -226,6 +242,7 @@ def _truncated(path: Path) -> None:
   "make, match",
   [
     (_v1_store, "schema-v1 store written by older cubist code"),
+    (_v2_store, "schema-v2 store written by older cubist code .* the report still reads it"),
     (_other_semantics, f"training semantics v{SEMANTICS_VERSION - 1}, this code trains"),
     (_foreign_sqlite, "not a cubist result store"),
     (lambda p: p.write_bytes(b"garbage" * 1000), "not a readable cubist result store"),
@@ -263,6 +280,82 @@ def test_old_and_other_semantics_stores_stay_readable(tmp_path):
     assert row["spec"] is None and row["params"] is None
   with pytest.raises(StoreError, match="does not record its spec"):
     row_spec(row)
+
+
+def test_a_schema_v2_store_reads_without_machine_columns(tmp_path):
+  path = tmp_path / "results.sqlite"
+  _v2_store(path)
+  with StoreReader(path) as store:
+    rows = store.rows()
+  assert (store.schema, store.semantics) == (2, 4)
+  assert [(r["exp_id"], r["layout"], r["schema"], r["semantics"]) for r in rows] == [
+    ("a", "dot", 2, 4),
+    ("b", "unit", 2, 4),
+  ]
+  assert all(r["portable"] is None and r["machine"] is None for r in rows)
+  assert row_machine(rows[0]) is None and row_spec(rows[0]) == row_spec(make_row("a"))
+  assert [r["exp_id"] for r in merge_stores([path])] == ["a", "b"]
+
+
+def test_a_row_records_its_machine_and_whether_its_bits_are_portable(tmp_path):
+  with ResultStore(tmp_path / "r.sqlite", "demo", FP) as store:
+    spec = row_spec(make_row("a"))
+    store.commit_rows(
+      [stored_row(spec, layout=name, exp_id=name) for name in ("dot", "unit", "gemm")]
+    )
+    rows = {r["exp_id"]: r for r in store.rows()}
+  here = machine.signature()
+  assert here["backend"] == "cpu"  # the tests run on JAX's CPU backend (conftest)
+  for row in rows.values():
+    stored = json.loads(row["machine"])
+    assert stored == here == row_machine(row)
+    assert row["machine"] == json.dumps(here, sort_keys=True)
+    assert set(stored) >= {"backend", "cpu", "arch", "isa", "arithmetic", "jax", "jaxlib"}
+    assert stored["isa"] == sorted(stored["isa"])
+  assert (rows["dot"]["portable"], rows["unit"]["portable"], rows["gemm"]["portable"]) == (1, 1, 0)
+  with pytest.raises(StoreError, match="not a JSON object"):
+    row_machine({"exp_id": "x", "machine": "[1, 2]"})
+
+
+def _machine(**changes) -> dict:
+  base = {
+    "backend": "cpu",
+    "device": "cpu",
+    "cpu": "AMD EPYC 9654 96-Core Processor",
+    "arch": "x86_64",
+    "isa": ["avx", "avx2", "avx512f", "bmi2", "fma", "sse4_2"],
+    "arithmetic": "x86-64+fma",
+    "jax": "0.10.2",
+    "jaxlib": "0.10.2",
+  }
+  return {**base, **changes}
+
+
+def test_bits_key_says_when_bits_are_comparable():
+  epyc = _machine()
+  haswell = _machine(cpu="Intel(R) Xeon(R) CPU E5-2680 v3", isa=["avx", "avx2", "fma", "sse4_2"])
+  nofma = _machine(cpu="Intel(R) Xeon(R) CPU E5-2670", isa=["avx", "sse4_2"])
+  nofma["arithmetic"] = machine.arithmetic_class("x86_64", nofma["isa"])
+  assert nofma["arithmetic"] == "x86-64-nofma"
+  key = machine.bits_key
+  # Portable rows: one key for every CPU of one arithmetic class under one jaxlib.
+  assert key(epyc, True) == key(haswell, True) == key(_machine(jax="0.10.1"), True)
+  assert key(epyc, True) != key(nofma, True)
+  assert key(epyc, True) != key(_machine(jaxlib="0.10.1"), True)
+  assert key(epyc, True) != key(epyc, False)
+  # Machine-specific rows ("gemm", accelerators): the whole signature.
+  assert key(epyc, False) == key(_machine(), False)
+  assert key(epyc, False) != key(haswell, False)
+  assert key(epyc, False) != key(_machine(isa=["avx", "avx2", "fma"]), False)
+  assert key(epyc, False) != key(_machine(jax="0.10.1"), False)
+  gpu = _machine(backend="gpu", device="NVIDIA H100 80GB HBM3")
+  assert key(gpu, True) == key(gpu, False) != key(_machine(backend="gpu", device="A100"), True)
+  # Unknown: an old row without a machine; an x86-64 CPU whose flags were unreadable.
+  assert key(None, True) is None
+  unknown = _machine(isa=[], arithmetic=machine.arithmetic_class("x86_64", None))
+  assert unknown["arithmetic"] == "x86-64-unknown"
+  assert key(unknown, True) == key(unknown, False) != key(_machine(isa=[]), True)
+  assert machine.arithmetic_class("aarch64", ["asimd"]) == "aarch64"
 
 
 def test_reopen_same_and_different_fingerprint(tmp_path):

@@ -282,8 +282,15 @@ def prospr_scores(
   batches_y: np.ndarray,
   lr: float,
   momentum: float = 0.9,
+  detach_first_buffer: bool = True,
 ) -> np.ndarray:
-  """|dL_meta/dc|, float32 (N,): S = len(batches) - 1 inner SGD steps, meta-loss on the last batch."""
+  """|dL_meta/dc|, float32 (N,): S = len(batches) - 1 inner SGD steps, meta-loss on the last batch.
+
+  The reference's inner SGD (`functional_sgd` in the authors' ProsPr utilities)
+  starts each momentum buffer as `torch.clone(d_p).detach()`; later buffers are
+  `momentum * buf + d_p`, not detached. detach_first_buffer=False differentiates
+  through the first buffer too (cubist's `clean` variant).
+  """
   weights, biases = _tensors(params, "weight"), _tensors(params, "bias")
   cs = [torch.ones_like(w, requires_grad=True) for w in weights]
   fast = [w * c for w, c in zip(weights, cs)] + [b.clone().requires_grad_(True) for b in biases]
@@ -294,7 +301,10 @@ def prospr_scores(
       _as_tensor(batches_y[step]),
     )
     grads = torch.autograd.grad(loss, fast, create_graph=True)
-    buffers = list(grads) if buffers is None else [momentum * b + g for b, g in zip(buffers, grads)]
+    if buffers is None:
+      buffers = [torch.clone(g).detach() if detach_first_buffer else g for g in grads]
+    else:
+      buffers = [momentum * b + g for b, g in zip(buffers, grads)]
     fast = [p - lr * b for p, b in zip(fast, buffers)]
   meta = _bce(
     _forward(fast[:NUM_LAYERS], fast[NUM_LAYERS:], _as_tensor(batches_x[-1])),

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cubist import masks as mask_ops
-from cubist import order
+from cubist import order, portable
 from cubist.layouts import bce_with_logits
 from cubist.method import COUNT_MODES, Hyper, Method, MethodStatic
 from cubist.mlp import Layer, Params, apply
@@ -81,7 +81,7 @@ def _with_weights(params: Params, weights) -> Params:
 
 def _mean_loss(params: Params, batch_x: jax.Array, batch_y: jax.Array) -> jax.Array:
   """Mean BCE-with-logits of a batch, (B, 2) and (B,) -> scalar (§C.1)."""
-  return jnp.mean(bce_with_logits(apply(params, batch_x), batch_y))
+  return portable.mean(bce_with_logits(apply(params, batch_x), batch_y), 0)
 
 
 def _masked_scores(scores: jax.Array, valid: jax.Array) -> jax.Array:
@@ -230,14 +230,14 @@ def grasp_scores(
 
   def half_loss(weights, half_x, half_y):
     logits = apply(_with_weights(params, weights), half_x) / temperature
-    return jnp.mean(bce_with_logits(logits, half_y))
+    return portable.mean(bce_with_logits(logits, half_y), 0)
 
   half_grads = [jax.grad(half_loss)(weights, hx, hy) for hx, hy in halves]
   gradient = jax.lax.stop_gradient(jax.tree.map(jnp.add, *half_grads))
 
   def gradient_dot(weights):
     return sum(
-      sum(jnp.vdot(g, d) for g, d in zip(gradient, jax.grad(half_loss)(weights, hx, hy)))
+      sum(portable.vdot(g, d) for g, d in zip(gradient, jax.grad(half_loss)(weights, hx, hy)))
       for hx, hy in halves
     )
 
@@ -256,7 +256,7 @@ def synflow_scores(params: Params) -> jax.Array:
   ones = jnp.ones((1, 2), jnp.float32)
 
   def flow(weights):
-    return jnp.sum(apply(_with_weights(abs_params, weights), ones))
+    return portable.total(apply(_with_weights(abs_params, weights), ones))
 
   grads = jax.grad(flow)(_weights(abs_params))
   return jnp.abs(jnp.concatenate([jnp.ravel(w * g) for w, g in zip(_weights(abs_params), grads)]))
@@ -302,6 +302,7 @@ def prospr_scores(
   lr: jax.Array,
   momentum: float = PROSPR_MOMENTUM,
   masks: Params | None = None,
+  detach_first_buffer: bool = True,
 ) -> jax.Array:
   """ProsPr meta-gradient |dL_meta/dc| through the inner SGD steps, flat (N_arr,) (§E.8).
 
@@ -309,16 +310,25 @@ def prospr_scores(
   paper) on B1..BS, the meta-loss on the last batch. Fast weights start at
   (W * c, b) with c = 1; each inner step does buf <- g (first step) or
   buf <- momentum buf + g, then theta <- theta - lr buf, for weights and
-  biases, no weight decay (§H 9). jax.grad differentiates through every step
+  biases, no weight decay (§H 9). jax.grad differentiates through the steps
   (second order; create_graph in the reference); the steps are a lax.scan.
+
+  detach_first_buffer: the reference's inner SGD starts its momentum buffer as
+  `torch.clone(grad).detach()`, so the meta-gradient does not flow through the
+  first step's gradient (nor through that buffer where later steps carry it);
+  later steps' gradients are differentiated. True (the default) reproduces that;
+  False is the full second-order meta-gradient (the `clean` variant, §H).
   `masks`, if given, keeps entries outside the starting mask at 0 during the
   inner steps (a no-op for a dense or zero-padded start, whose padded entries
   get zero gradient).
   """
 
-  def inner_step(carry, batch):
+  def inner_step(carry, step_inputs):
     fast, buffer = carry
-    grads = jax.grad(_mean_loss)(fast, *batch)
+    batch_x, batch_y, first = step_inputs
+    grads = jax.grad(_mean_loss)(fast, batch_x, batch_y)
+    if detach_first_buffer:  # the reference's torch.clone(grad).detach() on step 1
+      grads = jax.tree.map(lambda g: jnp.where(first, jax.lax.stop_gradient(g), g), grads)
     # A zero initial buffer makes the first step's buffer exactly g (0.9 * 0 + g).
     buffer = jax.tree.map(lambda b, g: momentum * b + g, buffer, grads)
     fast = jax.tree.map(lambda p, b: p - lr * b, fast, buffer)
@@ -329,7 +339,8 @@ def prospr_scores(
   def meta_loss(c):
     fast = tuple(Layer(layer.weight * scale, layer.bias) for layer, scale in zip(params, c))
     buffer = jax.tree.map(jnp.zeros_like, fast)
-    (fast, _), _ = jax.lax.scan(inner_step, (fast, buffer), (batches_x[:-1], batches_y[:-1]))
+    first = jnp.arange(batches_x.shape[0] - 1) == 0
+    (fast, _), _ = jax.lax.scan(inner_step, (fast, buffer), (batches_x[:-1], batches_y[:-1], first))
     return _mean_loss(fast, batches_x[-1], batches_y[-1])
 
   ones = tuple(jnp.ones_like(layer.weight) for layer in params)
@@ -561,7 +572,12 @@ def prospr_at_init(key, params, masks, x, y, hyper: Hyper, static: MethodStatic)
   indices = shuffled_prefix(data_key, x.shape[0], (PROSPR_INNER_STEPS + 1) * static.batch_size)
   indices = indices.reshape(PROSPR_INNER_STEPS + 1, static.batch_size)
   scores = prospr_scores(
-    params, jnp.asarray(x)[indices], jnp.asarray(y)[indices], hyper.lr, masks=masks
+    params,
+    jnp.asarray(x)[indices],
+    jnp.asarray(y)[indices],
+    hyper.lr,
+    masks=masks,
+    detach_first_buffer=not static.clean,
   )
   valid = select.flat_weights(masks).astype(bool)
   # Both modes keep exactly counts[0] (reference: ceil(N (1 - prune_ratio)), f or f + 1,

@@ -77,7 +77,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cubist import data, layouts
+from cubist import data, mlp, portable
 from cubist import masks as mask_ops
 from cubist.layouts import bce_with_logits
 from cubist.method import Hyper, Method, MethodStatic
@@ -139,8 +139,16 @@ def per_unit_uniform(key: jax.Array, layer_index: int, shape: tuple[int, int]) -
   return jax.vmap(lambda k: jax.random.uniform(k, (shape[1],), jnp.float32))(keys)
 
 
-# hidden (B, out) + bias (out,) whose bias gradient is the trainer's fixed-order sum over B.
-_add_bias = layouts.add_bias
+def _matmul(hidden: jax.Array, weight: jax.Array) -> jax.Array:
+  """hidden (B, in) @ weight.T (out, in) -> (B, out) in the trainer's arithmetic (mlp.matmul)."""
+  return mlp.matmul(weight, hidden.T).T
+
+
+def _add_bias(hidden: jax.Array, bias: jax.Array) -> jax.Array:
+  """hidden (B, out) + bias (out,), whose bias gradient is the trainer's pairwise sum over B."""
+  if bias.shape[0] > mlp.PORTABLE_MAX_WIDTH:
+    return hidden + bias
+  return portable.add_bias(hidden.T, bias).T
 
 
 def deterministic_logits(weights, params: Params, masks: Params, x: jax.Array) -> jax.Array:
@@ -148,7 +156,7 @@ def deterministic_logits(weights, params: Params, masks: Params, x: jax.Array) -
   hidden = x
   for index, (weight, layer, mask) in enumerate(zip(weights, params, masks)):
     bias = layer.bias * jnp.asarray(mask.bias, layer.bias.dtype)
-    hidden = _add_bias(hidden @ (weight * jnp.asarray(mask.weight, weight.dtype)).T, bias)
+    hidden = _add_bias(_matmul(hidden, weight * jnp.asarray(mask.weight, weight.dtype)), bias)
     if index < len(params) - 1:
       hidden = jax.nn.relu(hidden)
   return hidden[..., 0]
@@ -176,7 +184,7 @@ def _finalize_weights(weights, params: Params, masks: Params) -> tuple[Params, P
 
 def _mean_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean BCE-with-logits over the batch (§C.1), the trainer's own elementwise loss."""
-  return bce_with_logits(logits, labels).mean()
+  return portable.mean(bce_with_logits(logits, labels), 0)
 
 
 # --------------------------------------------------------------------------- variational dropout
@@ -206,7 +214,7 @@ def vd_kl_sum(params: Params, log_sigma2, masks: Params) -> jax.Array:
   total = jnp.float32(0.0)
   for layer, layer_log_sigma2, mask in zip(params, log_sigma2, masks):
     log_alpha = vd_clip_log_alpha(vd_log_alpha(layer.weight, layer_log_sigma2))
-    total = total + jnp.sum(jnp.where(mask.weight, vd_kl(log_alpha), 0.0))
+    total = total + portable.total(jnp.where(mask.weight, vd_kl(log_alpha), 0.0))
   return total
 
 
@@ -223,7 +231,7 @@ def vd_layer_moments(
   log_theta2 = jnp.log(jnp.square(theta) + EPSILON)
   clipped_log_sigma2 = vd_clip_log_alpha(log_sigma2 - log_theta2) + log_theta2
   sigma2 = jnp.exp(clipped_log_sigma2) * mask
-  return hidden @ theta.T, jnp.square(hidden) @ sigma2.T
+  return _matmul(hidden, theta), _matmul(jnp.square(hidden), sigma2)
 
 
 def vd_noisy_layer(
@@ -338,7 +346,7 @@ def l0_expected_l0(log_alpha: jax.Array) -> jax.Array:
 def l0_penalty_sum(log_alpha, masks: Params) -> jax.Array:
   """Expected L0 norm: `l0_expected_l0` summed over active weights."""
   return sum(
-    jnp.sum(jnp.where(mask.weight, l0_expected_l0(layer_log_alpha), 0.0))
+    portable.total(jnp.where(mask.weight, l0_expected_l0(layer_log_alpha), 0.0))
     for layer_log_alpha, mask in zip(log_alpha, masks)
   )
 
