@@ -127,12 +127,23 @@ def _guarded(main: Callable) -> Callable:
 # --- Flags and the config file ------------------------------------------------
 
 
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing with every command-line or config mistake as one line."""
+  """absl's flag parsing with every command-line or config mistake as one line.
+
+  Asked for help, absl prints it and exits with status 1; asking is not an
+  error, so the binaries exit 0 then.
+  """
   try:
     _check_config_file(argv)
     rest = flags.FLAGS(argv)
     _check_config_loaded()
+  except SystemExit as stop:
+    if stop.code == 1 and any(arg in HELP_FLAGS for arg in argv[1:]):
+      sys.exit(0)
+    raise
   except UserError as error:
     if debugging(argv):
       raise

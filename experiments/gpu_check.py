@@ -3,7 +3,7 @@ r"""The prepared accelerator check: one command, a few minutes, the figures a GP
   python -m experiments.gpu_check --out_dir=.            # on the GPU machine, < 8 minutes
 
 Measures, with the engine's plan for the backend (`ChunkPlan.for_backend`:
-large chunks, batched matmuls everywhere), warm runs/s of
+large chunks, library matmuls ("gemm") everywhere), warm runs/s of
   - plain training at widths 3, 4, 7 and 16 (the searches: dense width 16,
     the (3,3,3) network, the 99.5% search's width 7),
   - plain training at width 256 dense,
@@ -73,14 +73,14 @@ def measure(quick: bool) -> tuple[dict, dict]:
   plain = []
   for width in widths + (wide,) * (wide not in widths):
     record = bench_pruning.time_program(
-      None, width, TARGET, 50, 1 if quick else 3, "dot", chunk=chunk(width)
+      None, width, TARGET, 50, 1 if quick else 3, plan.formulation(width), chunk=chunk(width)
     )
     plain.append(record)
     print(f"plain      w={width:>3}: {record['runs_per_second']:10.1f} runs/s", flush=True)
   methods = []
   snip = bench_pruning.time_engine("snip", WIDE, TARGET, 50, chunk=chunk(WIDE))
   imp = bench_pruning.time_program(
-    "imp", WIDE, TARGET, 50, 1 if quick else 3, "dot", chunk=chunk(WIDE)
+    "imp", WIDE, TARGET, 50, 1 if quick else 3, plan.formulation(WIDE), chunk=chunk(WIDE)
   )
   for record in (snip, imp):
     methods.append(record)

@@ -6,9 +6,9 @@ Resumable: the same command continues where it stopped. On a batch cluster run
 `--num_shards=N --shard_index=i` on N nodes sharing DIR; each shard trains its
 part of every level and waits for the others at level boundaries. With
 `--distributed`, jax.distributed.initialize() joins several hosts and each
-process becomes one shard. Ctrl-C or SIGTERM abandons the chunk in flight (the
-search cannot yet be asked to stop between chunks), keeps every committed run
-and prints the command that resumes (exit status 130); bad input is one line on
+process becomes one shard. Ctrl-C or SIGTERM stops after the chunk in flight is
+committed (a second Ctrl-C abandons it), keeps every committed run and prints
+the command that resumes (exit status 130); bad input is one line on
 stderr (exit status 2) before anything is created or compiled; --debug shows
 its traceback.
 """
