@@ -35,10 +35,6 @@ FORMULATIONS = ("dot", "unit", "gemm")
 # Layouts whose bits are the same on every CPU of one instruction-set class.
 PORTABLE_LAYOUTS = ("dot", "unit")
 
-# Kept under their old names for callers of this module.
-pairwise_sum = portable.pairwise_sum
-add_bias = portable.add_bias
-
 
 def experiment_axis(formulation: str) -> int:
   """Where a layout keeps the experiment axis: 0 ("dot", "gemm") or -1 ("unit")."""
@@ -51,17 +47,13 @@ def is_portable(formulation: str, width: int) -> bool:
   return formulation in PORTABLE_LAYOUTS and is_portable_width(width)
 
 
+@jax.custom_vjp
 def _gemm_bias(hidden: jax.Array, bias: jax.Array) -> jax.Array:
   """v4's bias add: hidden (B, out) + bias (out,), bias gradient a pairwise sum over B."""
-  return _gemm_bias_vjp(hidden, bias)
-
-
-@jax.custom_vjp
-def _gemm_bias_vjp(hidden, bias):
   return hidden + bias
 
 
-_gemm_bias_vjp.defvjp(
+_gemm_bias.defvjp(
   lambda hidden, bias: (hidden + bias, None),
   lambda _, grad: (grad, portable.pairwise_sum(grad, axis=0)),
 )
@@ -100,14 +92,6 @@ def logits(params: Params, inputs: jax.Array, formulation: str, shared_inputs: b
       hidden = jax.nn.relu(hidden)
     input_axis = axis
   return jnp.take(hidden, 0, axis=0 if formulation == "unit" else 1)
-
-
-def logits_dot(params: Params, inputs: jax.Array) -> jax.Array:
-  return logits(params, inputs, "dot")
-
-
-def logits_unit(params: Params, inputs: jax.Array) -> jax.Array:
-  return logits(params, inputs, "unit")
 
 
 def to_layout(tree, formulation: str):

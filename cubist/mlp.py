@@ -94,14 +94,14 @@ PORTABLE_MAX_WIDTH = 16
 
 
 def is_portable_width(width: int) -> bool:
-  """Whether a network of hidden width `width` computes with portable sums."""
+  """Whether a layer (or a network of hidden width) this wide computes with portable sums."""
   return width <= PORTABLE_MAX_WIDTH
 
 
 def matmul(weight: jax.Array, hidden: jax.Array) -> jax.Array:
   """weight (out, in) @ hidden (in, B) -> (out, B): `portable.dense` when both sides have
   at most PORTABLE_MAX_WIDTH units, else the library's matmul (machine-specific bits)."""
-  if max(weight.shape) <= PORTABLE_MAX_WIDTH:
+  if is_portable_width(max(weight.shape)):
     return portable.dense(weight, hidden)
   return weight @ hidden
 
@@ -113,9 +113,10 @@ def layer_forward(layer: Layer, hidden: jax.Array) -> jax.Array:
   sums its inputs left to right, and the gradients sum over the batch pairwise,
   so the bits do not depend on the CPU. Wider layers use library matmuls.
   """
-  if max(layer.weight.shape) <= PORTABLE_MAX_WIDTH:
-    return portable.add_bias(portable.dense(layer.weight, hidden), layer.bias)
-  return layer.weight @ hidden + layer.bias[:, None]
+  pre = matmul(layer.weight, hidden)
+  if is_portable_width(max(layer.weight.shape)):
+    return portable.add_bias(pre, layer.bias)
+  return pre + layer.bias[:, None]
 
 
 def apply(params: Params, x: jax.Array) -> jax.Array:

@@ -37,8 +37,6 @@ import functools
 import jax
 import jax.numpy as jnp
 
-SUM_ORDERS = ("pairwise", "sequential")
-
 
 def pairwise_sum(values: jax.Array, axis: int) -> jax.Array:
   """Sum over `axis` by repeated halving: (v0 + v_h) + ..., one fixed order of additions."""
@@ -77,7 +75,7 @@ _SUMS = {"pairwise": pairwise_sum, "sequential": sequential_sum}
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def ordered_sum(values: jax.Array, axis: int, order: str) -> jax.Array:
-  """`pairwise_sum` or `sequential_sum` by name (SUM_ORDERS); `axis` >= 0."""
+  """`pairwise_sum` or `sequential_sum` by name ("pairwise", "sequential"); `axis` >= 0."""
   return _SUMS[order](values, axis)
 
 

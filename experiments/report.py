@@ -45,7 +45,7 @@ _REPRODUCE = flags.DEFINE_integer(
 )
 _REPRODUCE_TOLERANCE = flags.DEFINE_float(
   "reproduce_tolerance",
-  0.005,
+  report.models.TOLERANCE,
   "With --reproduce: the largest accuracy difference (a fraction: 0.005 is half a "
   "percentage point) that passes for a run whose bits cannot be compared here "
   "(machine-specific bits trained on another machine).",

@@ -9,7 +9,7 @@ the spiral. What they pin down:
     formulations;
   * alone (chunk of 1) vs in a chunk of 8: BITWISE identical over the whole
     trajectory and the full-data loss, both formulations. This needs the fixed
-    order sums of `layouts.pairwise_sum`: XLA vectorises a plain reduce over the
+    order sums of `portable.pairwise_sum`: XLA vectorises a plain reduce over the
     batch axis (the bias gradient, the evaluation sums) differently for
     different chunk sizes, and the resulting 1-ulp differences grow chaotically
     over a 19,500-step run.

@@ -146,7 +146,7 @@ def _matmul(hidden: jax.Array, weight: jax.Array) -> jax.Array:
 
 def _add_bias(hidden: jax.Array, bias: jax.Array) -> jax.Array:
   """hidden (B, out) + bias (out,), whose bias gradient is the trainer's pairwise sum over B."""
-  if bias.shape[0] > mlp.PORTABLE_MAX_WIDTH:
+  if not mlp.is_portable_width(bias.shape[0]):
     return hidden + bias
   return portable.add_bias(hidden.T, bias).T
 

@@ -138,7 +138,7 @@ def build_report(
   targets=(0.95, 0.995),
   reproduce: int = 0,
   log=_log,
-  reproduce_tolerance: float = 0.005,
+  reproduce_tolerance: float = models.TOLERANCE,
 ) -> Path:
   """Write the report for `workdirs`; returns the path of index.html.
 
@@ -236,7 +236,9 @@ def collect_models(rows, searches, targets) -> list[dict]:
   return entries
 
 
-def reproduce_runs(rows, entries, count: int, init_dir, log, tolerance: float = 0.005) -> list:
+def reproduce_runs(
+  rows, entries, count: int, init_dir, log, tolerance: float = models.TOLERANCE
+) -> list:
   """Retrain `count` stored runs (the drawn models first, then a spread over the
   rest of this code's training semantics) and compare each with its stored row:
   the reproducibility check (models.reproduce). A drawn model of another

@@ -98,6 +98,8 @@ class Reproduction(NamedTuple):
 
 
 NOT_RETRAINED = "not retrained"
+# The accuracy difference (a fraction) that passes where bits cannot be compared.
+TOLERANCE = 0.005
 # The plan that retrains every width of a run in one stored layout (cubist.engine.ChunkPlan).
 LAYOUT_PLANS = {
   "unit": dict(unit_max_width=10_000),
@@ -191,7 +193,7 @@ def how_to_compare(stored: dict, fresh: dict, tolerance: float) -> tuple[str, st
 
 
 def reproduce(
-  row: dict, init_dir: str | os.PathLike | None = None, tolerance: float = 0.005
+  row: dict, init_dir: str | os.PathLike | None = None, tolerance: float = TOLERANCE
 ) -> Reproduction:
   """Retrain one stored run alone from its spec, in its layout, and compare (module docstring).
 
@@ -234,7 +236,7 @@ def reproduce(
   return compare(row, fresh, tolerance)
 
 
-def compare(stored: dict, fresh: dict, tolerance: float = 0.005) -> Reproduction:
+def compare(stored: dict, fresh: dict, tolerance: float = TOLERANCE) -> Reproduction:
   """The Reproduction of a stored row by a fresh row of the same spec (`how_to_compare`)."""
   comparison, reason = how_to_compare(stored, fresh, tolerance)
   old, new = (np.frombuffer(r["params"], np.float32) for r in (stored, fresh))

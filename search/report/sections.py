@@ -470,7 +470,7 @@ def diagram_section(entries, out: Path):
   )
 
 
-def reproduce_section(checks, out: Path, tolerance: float = 0.005):
+def reproduce_section(checks, out: Path, tolerance: float = models.TOLERANCE):
   """The reproducibility check: stored runs retrained from their specs, in their layouts, and
   compared bit for bit where the stored bits are comparable here, else by accuracy."""
   heading = "8. Reproducibility check"
@@ -485,23 +485,7 @@ def reproduce_section(checks, out: Path, tolerance: float = 0.005):
     row["passed"] = verdict(check.passed)
     retrained = check.comparison != models.NOT_RETRAINED
     row["identical"] = verdict(check.identical if retrained else None)
-  write_csv(
-    out / "reproduce.csv",
-    rows,
-    [
-      "exp_id",
-      "method",
-      "layout",
-      "comparison",
-      "reason",
-      "passed",
-      "identical",
-      "max_abs_difference",
-      "accuracy_stored",
-      "accuracy_retrained",
-      "seconds",
-    ],
-  )
+  write_csv(out / "reproduce.csv", rows, list(models.Reproduction._fields))
   by_bits = [c for c in checks if c.comparison == "bits"]
   skipped = [c for c in checks if c.comparison == models.NOT_RETRAINED]
   by_accuracy = [c for c in checks if c.comparison not in ("bits", models.NOT_RETRAINED)]
